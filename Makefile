@@ -21,7 +21,7 @@ $(STAMP):
 	touch $@
 
 book: venv
-	$(BIN)/jupyter-book build . -n -W --keep-going
+	$(BIN)/jupyter-book build . --all -n -W --keep-going
 
 test: venv
 	$(BIN)/python -m pytest

@@ -1,8 +1,8 @@
 """Verification helpers: finite differences, directional-derivative checks, error reports.
 
 Modelled on autograd's ``check_grads``: derivatives are compared along random directions with a
-fourth-order central stencil, recursively for second order. Everything is float64. Introduced in
-the chapter *Notation and conventions*.
+fourth-order central stencil, recursively for second order. Everything is float64. Used from
+:doc:`/book/notation` on.
 """
 
 from __future__ import annotations

@@ -3,17 +3,19 @@
 Each chapter's claims are declared in ``softmax_icl.verify.<chapter>`` as a list ``CLAIMS`` of
 :class:`Claim`; the chapter calls the same check functions it shows, the appendix page
 *Verification ledger* executes all of them at build time, and a test matches the registry against
-the ``prf:`` labels of the book. Built in the appendix *Verification ledger*.
+the ``prf:`` labels of the book. Rendered in :doc:`/book/ledger`.
 """
 
 from __future__ import annotations
 
 import importlib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-__all__ = ["Evidence", "Claim", "CHAPTER_MODULES", "all_claims", "run_claim"]
+__all__ = ["Evidence", "Claim", "CHAPTER_MODULES", "all_claims", "run_claim", "LedgerRow", "run_ledger",
+           "render_markdown", "status_counts"]
 
 Kind = Literal["symbolic", "numeric", "autodiff", "bound"]
 
@@ -72,3 +74,59 @@ def run_claim(claim: Claim) -> list[Evidence]:
     if not claim.checks:
         raise ValueError(f"claim {claim.label!r} has no checks")
     return [check() for check in claim.checks]
+
+
+@dataclass(frozen=True)
+class LedgerRow:
+    """A claim with the evidence its checks produced (or the failure message) and the time taken."""
+
+    claim: Claim
+    evidence: tuple[Evidence, ...]
+    error: str | None
+    seconds: float
+
+
+def run_ledger(claims: list[Claim] | None = None) -> list[LedgerRow]:
+    """Execute every claim's checks; a failing check is recorded, not swallowed (see ``error``)."""
+    rows = []
+    for claim in claims if claims is not None else all_claims():
+        start = time.perf_counter()
+        try:
+            evidence, error = tuple(run_claim(claim)), None
+        except AssertionError as exc:
+            evidence, error = (), f"{type(exc).__name__}: {exc}"
+        rows.append(LedgerRow(claim, evidence, error, time.perf_counter() - start))
+    return rows
+
+
+def _cell(evidence: tuple[Evidence, ...], kind: Kind) -> str:
+    found = [e for e in evidence if e.kind == kind]
+    if not found:
+        return "—"
+    if kind == "symbolic":
+        return "✓ " + "; ".join(e.detail for e in found)
+    if kind == "bound":
+        return "✓ worst ratio " + ", ".join(f"{e.value:.4f}" for e in found)
+    return "✓ " + f"{max(e.value for e in found):.1e}"
+
+
+def render_markdown(rows: list[LedgerRow]) -> str:
+    """The ledger as a MyST table: each claim links to its statement and its chapter."""
+    header = ("| claim | chapter | source | symbolic | numeric (worst rel. error) | autodiff (worst rel. error) "
+              "| bound tightness |\n|---|---|---|---|---|---|---|")
+    lines = [header]
+    for row in rows:
+        c = row.claim
+        status = [_cell(row.evidence, k) for k in ("symbolic", "numeric", "autodiff", "bound")]
+        if row.error is not None:
+            status = ["**FAILED**: " + row.error.replace("|", "\\|").splitlines()[0]] + [""] * 3
+        lines.append(f"| {{prf:ref}}`{c.label}` | {{doc}}`/{c.chapter}` | {c.source} | " + " | ".join(status) + " |")
+    return "\n".join(lines)
+
+
+def status_counts(rows: list[LedgerRow]) -> dict[str, int]:
+    """How many claims carry each kind of evidence, and how many failed."""
+    counts = {"claims": len(rows), "failed": sum(r.error is not None for r in rows)}
+    for kind in ("symbolic", "numeric", "autodiff", "bound"):
+        counts[kind] = sum(any(e.kind == kind for e in r.evidence) for r in rows)
+    return counts

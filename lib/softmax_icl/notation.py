@@ -1,6 +1,6 @@
 """Notation helpers: stable softmax, log-sum-exp, ``vec``/``unvec`` in both orders, Kronecker product.
 
-Derived in the chapter *Notation and conventions* (``book/notation.ipynb``).
+Derived in :doc:`/book/notation`.
 Row-major ``vec`` (NumPy's C order) stacks the rows: ``vec(A X B^T) = (A ⊗ B) vec(X)``.
 Column-major ``vec`` (SymPy's ``Matrix.vec()``) stacks the columns: ``vec(A X B) = (B^T ⊗ A) vec(X)``.
 """
@@ -26,14 +26,20 @@ def _numpy_order(order: str) -> str:
 
 
 def log_sum_exp(z: np.ndarray) -> float:
-    """``log Σ_i exp(z_i)`` computed as ``m + log Σ_i exp(z_i − m)`` with ``m = max z`` (no overflow)."""
+    """``log Σ_i exp(z_i)`` computed as ``m + log Σ_i exp(z_i − m)`` with ``m = max z`` (no overflow).
+
+    Derived in :doc:`/book/notation`.
+    """
     z = as_vector(z, "z")
     m = float(np.max(z))
     return m + float(np.log(np.sum(np.exp(z - m))))
 
 
 def softmax(z: np.ndarray) -> np.ndarray:
-    """``exp(z) / ⟨exp(z), 1⟩`` of a vector, or of each row of a matrix, shifted by the max first."""
+    """``exp(z) / ⟨exp(z), 1⟩`` of a vector, or of each row of a matrix, shifted by the max first.
+
+    Derived in :doc:`/book/notation`.
+    """
     arr = np.asarray(z)
     z = as_array(z, "z", ndim=arr.ndim if arr.ndim in (1, 2) else 1)
     e = np.exp(z - np.max(z, axis=-1, keepdims=True))
@@ -41,13 +47,19 @@ def softmax(z: np.ndarray) -> np.ndarray:
 
 
 def vec(X: np.ndarray, order: Order = "row") -> np.ndarray:
-    """Stack the rows (``order='row'``) or the columns (``order='column'``) of a matrix into a vector."""
+    """Stack the rows (``order='row'``) or the columns (``order='column'``) of a matrix into a vector.
+
+    Derived in :doc:`/book/notation`.
+    """
     X = as_matrix(X, "X")
     return X.reshape(-1, order=_numpy_order(order))
 
 
 def unvec(v: np.ndarray, shape: tuple[int, int], order: Order = "row") -> np.ndarray:
-    """Inverse of :func:`vec`: the matrix of the given shape whose ``vec`` is ``v``."""
+    """Inverse of :func:`vec`: the matrix of the given shape whose ``vec`` is ``v``.
+
+    Derived in :doc:`/book/notation`.
+    """
     if len(shape) != 2 or any(int(s) < 1 for s in shape):
         raise ValueError(f"shape must be two positive integers, got {shape!r}")
     v = as_vector(v, "v", length=int(shape[0]) * int(shape[1]))
@@ -55,7 +67,10 @@ def unvec(v: np.ndarray, shape: tuple[int, int], order: Order = "row") -> np.nda
 
 
 def kron(A: np.ndarray, B: np.ndarray) -> np.ndarray:
-    """Kronecker product: block ``(i, j)`` of ``A ⊗ B`` is ``A[i, j] * B``."""
+    """Kronecker product: block ``(i, j)`` of ``A ⊗ B`` is ``A[i, j] * B``.
+
+    Derived in :doc:`/book/notation`.
+    """
     A = as_matrix(A, "A")
     B = as_matrix(B, "B")
     return (A[:, None, :, None] * B[None, :, None, :]).reshape(A.shape[0] * B.shape[0], A.shape[1] * B.shape[1])
