@@ -45,7 +45,9 @@ def as_array(value: object, name: str, *, ndim: int, shape: tuple[int | None, ..
     if any(s == 0 for s in arr.shape):
         raise ValueError(f"{name} must be non-empty, got shape {arr.shape}")
     arr = arr.astype(np.float64, copy=False)
-    if not np.all(np.isfinite(arr)):
+    # A finite sum proves every entry finite (an inf or nan entry makes the sum inf or nan); only
+    # when the sum is not finite (or overflows) is the entrywise scan needed to locate the culprit.
+    if not np.isfinite(arr.sum()) and not np.all(np.isfinite(arr)):
         bad = tuple(int(i) for i in np.argwhere(~np.isfinite(arr))[0])
         raise ValueError(f"{name} must be finite; entry {bad} is {arr[bad]}")
     return arr
