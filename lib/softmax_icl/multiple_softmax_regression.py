@@ -1,0 +1,537 @@
+"""Multiple softmax regression through the tensor trick, without forming ``A₁ ⊗ A₂``.
+
+Derived in :doc:`/book/tensor_trick`. For ``A₁, A₂ ∈ R^{n×d}``, ``X ∈ R^{d×d}``, ``B ∈ R^{n×n}``::
+
+    Z = A₁ X A₂ᵀ,   U = exp(Z),   D(X) = diag(U 1_n),   F = D⁻¹ U  (row-wise softmax of Z)
+    normalized   L(X)     = ½‖F − B‖_F²                         C  = F − B
+    rescaled     L_res(X) = ½‖U − D(X) B‖_F²                    C₂ = U − D(X) B
+
+``vec`` is row-major (NumPy's C order): ``vec(A₁XA₂ᵀ) = (A₁⊗A₂) vec(X)``, and row block ``j`` of
+``𝖠 = A₁⊗A₂`` is ``(A₁)_{j,*} ⊗ A₂``. Each loss is a sum of ``n`` single softmax regressions in
+dimension ``d²`` sharing ``x = vec(X)``; its gradient is ``A₁ᵀ P A₂`` and its Hessian-vector
+product ``A₁ᵀ Q A₂`` with ``n×n`` matrices ``P`` and ``Q``: cost ``O(n²d + nd²)`` instead of the
+``O(n²d²)`` of the explicit route. The explicit route (the ``kronecker_*`` reference functions,
+one single-regression call per block) refuses to form ``𝖠`` beyond :data:`KRONECKER_MEMORY_LIMIT`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from . import notation
+from . import softmax_regression as sr
+from ._validate import as_matrix, as_nonnegative_float, as_positive_int
+
+__all__ = [
+    "KRONECKER_MEMORY_LIMIT", "KroneckerTooLargeError", "Loss",
+    "kronecker_bytes", "kronecker_data", "kronecker_block", "kronecker_singular_values",
+    "logits", "softmax_prediction",
+    "normalized_loss", "normalized_gradient", "normalized_loss_and_gradient", "normalized_hvp",
+    "normalized_hessian",
+    "rescaled_loss", "rescaled_gradient", "rescaled_loss_and_gradient", "rescaled_hvp", "rescaled_hessian",
+    "kronecker_loss", "kronecker_gradient", "kronecker_hessian", "kronecker_hvp",
+    "weight_lipschitz_constant", "first_factor_shift_constant", "second_factor_shift_constant",
+    "equivalent_target", "gradient_descent", "newton_cg", "OptimizationTrace",
+]
+
+#: The explicit-Kronecker reference routines refuse to allocate more than this (1 GiB).
+KRONECKER_MEMORY_LIMIT: int = 2**30
+
+Loss = Literal["normalized", "rescaled"]
+_LOG_MAX = float(np.log(np.finfo(np.float64).max))
+
+
+class KroneckerTooLargeError(MemoryError):
+    """Raised instead of forming an explicit ``A₁⊗A₂`` above the memory limit.
+
+    Derived in :doc:`/book/tensor_trick`.
+    """
+
+
+def _gib(nbytes: float) -> str:
+    for unit, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if nbytes >= size:
+            return f"{nbytes / size:.3g} {unit}"
+    return f"{nbytes:.0f} B"
+
+
+# ---- validation --------------------------------------------------------------------------------
+
+def _factors(A1: object, A2: object) -> tuple[np.ndarray, np.ndarray]:
+    A1 = as_matrix(A1, "A1")
+    A2 = as_matrix(A2, "A2", rows=A1.shape[0], cols=A1.shape[1])
+    return A1, A2
+
+
+def _problem(A1: object, A2: object, X: object, B: object | None = None) -> tuple[np.ndarray, ...]:
+    A1, A2 = _factors(A1, A2)
+    n, d = A1.shape
+    X = as_matrix(X, "X", rows=d, cols=d)
+    if B is None:
+        return A1, A2, X
+    return A1, A2, X, as_matrix(B, "B", rows=n, cols=n)
+
+
+def _direction(V: object, d: int) -> np.ndarray:
+    return as_matrix(V, "V", rows=d, cols=d)
+
+
+# ---- the tensor trick -----------------------------------------------------------------------------
+
+def kronecker_bytes(n: int, d: int) -> int:
+    """Memory of an explicit float64 ``A₁⊗A₂ ∈ R^{n²×d²}``: ``8 n² d²`` bytes.
+
+    Derived in :doc:`/book/tensor_trick`.
+    """
+    n, d = as_positive_int(n, "n"), as_positive_int(d, "d")
+    return 8 * n * n * d * d
+
+
+def _guard(n: int, d: int, max_bytes: int, what: str = "A1⊗A2") -> None:
+    need = kronecker_bytes(n, d)
+    if need > max_bytes:
+        raise KroneckerTooLargeError(
+            f"refusing to form {what} explicitly: at n={n}, d={d} it is a {n * n}×{d * d} float64 matrix "
+            f"needing {_gib(need)} ({need} bytes), above the limit of {_gib(max_bytes)} (max_bytes); "
+            "use the Kronecker-free functions of softmax_icl.multiple_softmax_regression instead")
+
+
+def kronecker_data(A1: np.ndarray, A2: np.ndarray, max_bytes: int = KRONECKER_MEMORY_LIMIT) -> np.ndarray:
+    """The explicit ``𝖠 = A₁⊗A₂ ∈ R^{n²×d²}`` (reference only; refused above ``max_bytes``, 1 GiB by default).
+
+    Derived in :doc:`/book/tensor_trick`.
+    """
+    A1, A2 = _factors(A1, A2)
+    _guard(*A1.shape, max_bytes)
+    return notation.kron(A1, A2)
+
+
+def kronecker_block(A1: np.ndarray, A2: np.ndarray, j: int) -> np.ndarray:
+    """Row block ``𝖠_j = (A₁)_{j,*} ⊗ A₂ ∈ R^{n×d²}`` of ``A₁⊗A₂`` (rows ``jn … jn+n−1``), formed alone.
+
+    Derived in :doc:`/book/tensor_trick`.
+    """
+    A1, A2 = _factors(A1, A2)
+    if isinstance(j, bool) or not isinstance(j, int | np.integer) or not 0 <= j < A1.shape[0]:
+        raise ValueError(f"j must be a row index in [0, {A1.shape[0]}), got {j!r}")
+    return notation.kron(A1[j:j + 1, :], A2)
+
+
+def kronecker_singular_values(A1: np.ndarray, A2: np.ndarray) -> np.ndarray:
+    """Singular values of ``A₁⊗A₂`` without forming it: all products ``σ_i(A₁) σ_k(A₂)``, descending.
+
+    Derived in :doc:`/book/tensor_trick`.
+    """
+    A1 = as_matrix(A1, "A1")
+    A2 = as_matrix(A2, "A2")
+    s = np.outer(np.linalg.svd(A1, compute_uv=False), np.linalg.svd(A2, compute_uv=False)).reshape(-1)
+    return np.sort(s)[::-1]
+
+
+def logits(A1: np.ndarray, A2: np.ndarray, X: np.ndarray) -> np.ndarray:
+    """``Z = A₁ X A₂ᵀ ∈ R^{n×n}``; ``vec(Z) = (A₁⊗A₂) vec(X)`` (row-major). Derived in :doc:`/book/tensor_trick`."""
+    A1, A2, X = _problem(A1, A2, X)
+    return (A1 @ X) @ A2.T
+
+
+# ---- shared state: the row-wise shifted exponential ------------------------------------------------
+
+def _shifted_exp(A1: np.ndarray, A2: np.ndarray, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(E, s, m)`` with ``m`` the row maxima of ``Z``, ``E = exp(Z − m 1ᵀ)``, ``s = E 1`` (in place)."""
+    E = (A1 @ X) @ A2.T
+    m = E.max(axis=1)
+    E -= m[:, None]
+    np.exp(E, out=E)
+    return E, E.sum(axis=1), m
+
+
+def _softmax_rows(A1: np.ndarray, A2: np.ndarray, X: np.ndarray) -> np.ndarray:
+    E, s, _ = _shifted_exp(A1, A2, X)
+    E /= s[:, None]
+    return E
+
+
+def softmax_prediction(A1: np.ndarray, A2: np.ndarray, X: np.ndarray) -> np.ndarray:
+    """``F(X) = D(X)⁻¹ exp(A₁XA₂ᵀ)``, the row-wise softmax of ``Z`` (max-shifted, no overflow).
+
+    Derived in :doc:`/book/tensor_trick`.
+    """
+    return _softmax_rows(*_problem(A1, A2, X))
+
+
+# ---- the normalized loss: P = F∘C − diag(rowsum(F∘C)) F ---------------------------------------------
+
+def _rowdot(P: np.ndarray, Q: np.ndarray) -> np.ndarray:
+    """``rowsum(P∘Q)`` in one pass, without the temporary ``P∘Q``."""
+    return np.einsum("jk,jk->j", P, Q)
+
+
+def _jacobian_rows(F: np.ndarray, T: np.ndarray) -> np.ndarray:
+    """Row ``j``: ``J_j t_j = f_j∘t_j − ⟨f_j, t_j⟩ f_j`` (the softmax Jacobian of every row at once)."""
+    out = F * T
+    out -= out.sum(axis=1, keepdims=True) * F
+    return out
+
+
+def _normalized_P(F: np.ndarray, C: np.ndarray) -> np.ndarray:
+    """``P = F∘C − diag(rowsum(F∘C)) F``: row ``j`` is ``J_j c_j``."""
+    return _jacobian_rows(F, C)
+
+
+def _normalized_Q(F: np.ndarray, B: np.ndarray, T: np.ndarray) -> np.ndarray:
+    """Directional derivative of ``P`` along ``Ż = T``: ``Ḟ = J T`` row-wise,
+    ``Q = G − diag(rowsum G) F − diag(rowsum(F∘C)) Ḟ`` with ``G = Ḟ∘(F + C)``, ``C = F − B``."""
+    Fdot = _jacobian_rows(F, T)
+    G = F + F
+    G -= B                                            # F + C
+    G *= Fdot                                         # G = Ḟ∘(F + C)
+    r = _rowdot(F, F) - _rowdot(F, B)                 # rowsum(F∘C)
+    tmp = np.multiply(F, G.sum(axis=1, keepdims=True))
+    G -= tmp
+    np.multiply(Fdot, r[:, None], out=tmp)
+    G -= tmp
+    return G
+
+
+def normalized_loss(A1: np.ndarray, A2: np.ndarray, X: np.ndarray, B: np.ndarray) -> float:
+    """``L(X) = ½‖D(X)⁻¹exp(A₁XA₂ᵀ) − B‖_F²``. Derived in :doc:`/book/tensor_trick`."""
+    A1, A2, X, B = _problem(A1, A2, X, B)
+    C = _softmax_rows(A1, A2, X)
+    C -= B
+    return 0.5 * float(np.vdot(C, C))
+
+
+def normalized_loss_and_gradient(A1: np.ndarray, A2: np.ndarray, X: np.ndarray,
+                                 B: np.ndarray) -> tuple[float, np.ndarray]:
+    """``(L(X), ∇_X L = A₁ᵀ P A₂)`` with ``P = F∘C − diag(rowsum(F∘C)) F``, ``C = F − B``, in O(n²d + nd²).
+
+    Derived in :doc:`/book/tensor_trick`.
+    """
+    A1, A2, X, B = _problem(A1, A2, X, B)
+    F = _softmax_rows(A1, A2, X)
+    C = F - B
+    value = 0.5 * float(np.vdot(C, C))
+    return value, A1.T @ (_normalized_P(F, C) @ A2)
+
+
+def normalized_gradient(A1: np.ndarray, A2: np.ndarray, X: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """``∇_X L = A₁ᵀ P A₂``, ``P = F∘C − diag(rowsum(F∘C)) F``: O(n²d + nd²), no ``A₁⊗A₂``.
+
+    Derived in :doc:`/book/tensor_trick`.
+    """
+    return normalized_loss_and_gradient(A1, A2, X, B)[1]
+
+
+def normalized_hvp(A1: np.ndarray, A2: np.ndarray, X: np.ndarray, B: np.ndarray, V: np.ndarray) -> np.ndarray:
+    """``∇²L[V] = A₁ᵀ Q A₂`` (``H vec(V) = vec(A₁ᵀQA₂)``), ``Q`` the derivative of ``P`` along ``T = A₁VA₂ᵀ``.
+
+    Derived in :doc:`/book/tensor_trick`.
+    """
+    A1, A2, X, B = _problem(A1, A2, X, B)
+    V = _direction(V, X.shape[0])
+    F = _softmax_rows(A1, A2, X)
+    return A1.T @ (_normalized_Q(F, B, (A1 @ V) @ A2.T) @ A2)
+
+
+def _hessian_from_rows(A1: np.ndarray, A2: np.ndarray, row_operator: Callable[[np.ndarray], np.ndarray],
+                       max_bytes: int) -> np.ndarray:
+    """``Σ_j (a_j a_jᵀ) ⊗ (A₂ᵀ W_j A₂)`` where ``row_operator(T)`` returns the rows ``W_j t_j``."""
+    n, d = A1.shape
+    need = 8 * (d**4 + n * d * d)
+    if need > max_bytes:
+        raise KroneckerTooLargeError(f"refusing to form the dense {d * d}×{d * d} Hessian: it needs {_gib(need)}, "
+                                     f"above {_gib(max_bytes)} (max_bytes); use the Hessian-vector product")
+    G = np.empty((n, d, d))                     # G[j] = A₂ᵀ W_j A₂, one column s at a time
+    for s in range(d):                          # loop over the d columns of A₂, not over data rows
+        T = np.broadcast_to(A2[:, s], (n, n))   # every row t_j = A₂[:, s]
+        G[:, :, s] = row_operator(T) @ A2
+    H = np.einsum("ji,jk,jst->iskt", A1, A1, G, optimize=True).reshape(d * d, d * d)
+    return 0.5 * (H + H.T)
+
+
+def normalized_hessian(A1: np.ndarray, A2: np.ndarray, X: np.ndarray, B: np.ndarray,
+                       max_bytes: int = KRONECKER_MEMORY_LIMIT) -> np.ndarray:
+    """``∇²L = Σ_j ((A₁)_{j,*}(A₁)_{j,*}ᵀ) ⊗ (A₂ᵀ (J_j² + K_j) A₂)`` as a dense ``d²×d²`` matrix (row-major vec).
+
+    Derived in :doc:`/book/tensor_trick`.
+    """
+    A1, A2, X, B = _problem(A1, A2, X, B)
+    F = _softmax_rows(A1, A2, X)
+    return _hessian_from_rows(A1, A2, lambda T: _normalized_Q(F, B, T), max_bytes)
+
+
+# ---- the rescaled loss: P₂ = U∘C₂ − diag(rowsum(B∘C₂)) U ---------------------------------------------
+# Row j of U is e^{m_j} E_j; every quantity below is computed from E and scaled by e^{2 m_j} at the end.
+
+def _row_scale(m: np.ndarray, what: str) -> np.ndarray:
+    if float(np.max(2.0 * m)) > _LOG_MAX:
+        raise OverflowError(f"{what}: a row of exp(A1 X A2ᵀ) reaches e^{float(np.max(m)):.0f}, so the rescaled loss "
+                            "(quadratic in exp) is beyond float64; use the normalized loss")
+    return np.exp(2.0 * m)
+
+
+def _finite(value: np.ndarray | float, what: str) -> np.ndarray | float:
+    if not np.all(np.isfinite(value)):
+        raise OverflowError(f"{what} overflows float64; use the normalized loss")
+    return value
+
+
+def _rescaled_state(A1: np.ndarray, A2: np.ndarray, X: np.ndarray, B: np.ndarray,
+                    what: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(E, C̃, w)``: ``U = diag(e^m) E``, ``C₂ = diag(e^m) C̃`` with ``C̃ = E − diag(E1) B``, ``w = e^{2m}``."""
+    E, s, m = _shifted_exp(A1, A2, X)
+    return E, E - s[:, None] * B, _row_scale(m, what)
+
+
+def _rescaled_P(E: np.ndarray, Ct: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """Unscaled ``P₂``: ``E∘C̃ − diag(rowsum(B∘C̃)) E``."""
+    out = E * Ct
+    out -= _rowdot(B, Ct)[:, None] * E
+    return out
+
+
+def _rescaled_Q(E: np.ndarray, Ct: np.ndarray, B: np.ndarray, T: np.ndarray) -> np.ndarray:
+    """Unscaled derivative of ``P₂`` along ``T``: ``Ė = E∘T``, ``C̃' = Ė − diag(rowsum Ė) B``,
+    ``Q₂ = Ė∘C̃ + E∘C̃' − diag(rowsum(B∘C̃')) E − diag(rowsum(B∘C̃)) Ė``."""
+    Edot = E * T
+    Cdot = Edot.sum(axis=1, keepdims=True) * B
+    np.subtract(Edot, Cdot, out=Cdot)
+    Q = Edot * Ct
+    tmp = np.multiply(E, Cdot)
+    Q += tmp
+    np.multiply(E, _rowdot(B, Cdot)[:, None], out=tmp)
+    Q -= tmp
+    np.multiply(Edot, _rowdot(B, Ct)[:, None], out=tmp)
+    Q -= tmp
+    return Q
+
+
+def rescaled_loss(A1: np.ndarray, A2: np.ndarray, X: np.ndarray, B: np.ndarray) -> float:
+    """``L_res(X) = ½‖exp(A₁XA₂ᵀ) − D(X) B‖_F²`` (OverflowError beyond float64). Derived in :doc:`/book/tensor_trick`."""
+    A1, A2, X, B = _problem(A1, A2, X, B)
+    _, Ct, w = _rescaled_state(A1, A2, X, B, "rescaled_loss")
+    return float(_finite(0.5 * float(np.dot(w, np.einsum("jk,jk->j", Ct, Ct))), "the rescaled loss"))
+
+
+def rescaled_loss_and_gradient(A1: np.ndarray, A2: np.ndarray, X: np.ndarray,
+                               B: np.ndarray) -> tuple[float, np.ndarray]:
+    """``(L_res, ∇_X L_res = A₁ᵀ P₂ A₂)``, ``P₂ = U∘C₂ − diag(rowsum(B∘C₂)) U``, ``C₂ = U − D(X)B``.
+
+    Derived in :doc:`/book/tensor_trick`.
+    """
+    A1, A2, X, B = _problem(A1, A2, X, B)
+    E, Ct, w = _rescaled_state(A1, A2, X, B, "rescaled_loss_and_gradient")
+    loss = 0.5 * float(np.dot(w, np.einsum("jk,jk->j", Ct, Ct)))
+    grad = A1.T @ ((w[:, None] * _rescaled_P(E, Ct, B)) @ A2)
+    return float(_finite(loss, "the rescaled loss")), _finite(grad, "the rescaled gradient")
+
+
+def rescaled_gradient(A1: np.ndarray, A2: np.ndarray, X: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """``∇_X L_res = A₁ᵀ P₂ A₂``, ``P₂ = U∘C₂ − diag(rowsum(B∘C₂)) U``: O(n²d + nd²), no ``A₁⊗A₂``.
+
+    Derived in :doc:`/book/tensor_trick`.
+    """
+    return rescaled_loss_and_gradient(A1, A2, X, B)[1]
+
+
+def rescaled_hvp(A1: np.ndarray, A2: np.ndarray, X: np.ndarray, B: np.ndarray, V: np.ndarray) -> np.ndarray:
+    """``∇²L_res[V] = A₁ᵀ Q₂ A₂``, ``Q₂`` the derivative of ``P₂`` along ``T = A₁VA₂ᵀ``. Derived in :doc:`/book/tensor_trick`."""
+    A1, A2, X, B = _problem(A1, A2, X, B)
+    V = _direction(V, X.shape[0])
+    E, Ct, w = _rescaled_state(A1, A2, X, B, "rescaled_hvp")
+    Q = w[:, None] * _rescaled_Q(E, Ct, B, (A1 @ V) @ A2.T)
+    return _finite(A1.T @ (Q @ A2), "the rescaled Hessian-vector product")
+
+
+def rescaled_hessian(A1: np.ndarray, A2: np.ndarray, X: np.ndarray, B: np.ndarray,
+                     max_bytes: int = KRONECKER_MEMORY_LIMIT) -> np.ndarray:
+    """``∇²L_res = Σ_j ((A₁)_{j,*}(A₁)_{j,*}ᵀ) ⊗ (A₂ᵀ W_j^res A₂)`` as a dense ``d²×d²`` matrix.
+
+    Derived in :doc:`/book/tensor_trick`.
+    """
+    A1, A2, X, B = _problem(A1, A2, X, B)
+    E, Ct, w = _rescaled_state(A1, A2, X, B, "rescaled_hessian")
+    H = _hessian_from_rows(A1, A2, lambda T: w[:, None] * _rescaled_Q(E, Ct, B, T), max_bytes)
+    return _finite(H, "the rescaled Hessian")
+
+
+# ---- the explicit-Kronecker reference route: n single regressions, one per block -----------------------
+
+_SINGLE = {
+    "normalized": (sr.normalized_loss, sr.normalized_gradient, sr.normalized_hessian, sr.normalized_hvp),
+    "rescaled": (sr.rescaled_loss, sr.rescaled_gradient, sr.rescaled_hessian, sr.rescaled_hvp),
+}
+
+
+def _blocks(A1: np.ndarray, A2: np.ndarray, X: np.ndarray, B: np.ndarray, loss: str,
+            max_bytes: int) -> tuple[np.ndarray, np.ndarray, int, tuple[Callable, ...]]:
+    if loss not in _SINGLE:
+        raise ValueError(f"loss must be 'normalized' or 'rescaled', got {loss!r}")
+    A1, A2, X, B = _problem(A1, A2, X, B)
+    n = A1.shape[0]
+    return kronecker_data(A1, A2, max_bytes), notation.vec(X), n, _SINGLE[loss]
+
+
+def kronecker_loss(A1: np.ndarray, A2: np.ndarray, X: np.ndarray, B: np.ndarray, loss: Loss = "normalized",
+                   max_bytes: int = KRONECKER_MEMORY_LIMIT) -> float:
+    """Reference: ``Σ_j L_single(𝖠_j, vec(X), B_{j,*})`` with the explicit ``𝖠 = A₁⊗A₂`` (refused above ``max_bytes``).
+
+    Derived in :doc:`/book/tensor_trick`.
+    """
+    K, x, n, (value, *_) = _blocks(A1, A2, X, B, loss, max_bytes)
+    B = np.asarray(B, dtype=np.float64)
+    return float(sum(value(K[j * n:(j + 1) * n], x, B[j]) for j in range(n)))
+
+
+def kronecker_gradient(A1: np.ndarray, A2: np.ndarray, X: np.ndarray, B: np.ndarray, loss: Loss = "normalized",
+                       max_bytes: int = KRONECKER_MEMORY_LIMIT) -> np.ndarray:
+    """Reference: ``unvec(Σ_j ∇L_single(𝖠_j, vec(X), B_{j,*}))`` (d×d), one single-regression gradient per block.
+
+    Derived in :doc:`/book/tensor_trick`.
+    """
+    K, x, n, (_, grad, _, _) = _blocks(A1, A2, X, B, loss, max_bytes)
+    B = np.asarray(B, dtype=np.float64)
+    d = int(round(np.sqrt(x.size)))
+    return notation.unvec(sum(grad(K[j * n:(j + 1) * n], x, B[j]) for j in range(n)), (d, d))
+
+
+def kronecker_hessian(A1: np.ndarray, A2: np.ndarray, X: np.ndarray, B: np.ndarray, loss: Loss = "normalized",
+                      max_bytes: int = KRONECKER_MEMORY_LIMIT) -> np.ndarray:
+    """Reference: ``Σ_j 𝖠_jᵀ 𝔅_j 𝖠_j`` (d²×d²), one single-regression Hessian per block.
+
+    Derived in :doc:`/book/tensor_trick`.
+    """
+    K, x, n, (_, _, hess, _) = _blocks(A1, A2, X, B, loss, max_bytes)
+    B = np.asarray(B, dtype=np.float64)
+    return sum(hess(K[j * n:(j + 1) * n], x, B[j]) for j in range(n))
+
+
+def kronecker_hvp(A1: np.ndarray, A2: np.ndarray, X: np.ndarray, B: np.ndarray, V: np.ndarray,
+                  loss: Loss = "normalized", max_bytes: int = KRONECKER_MEMORY_LIMIT) -> np.ndarray:
+    """Reference: ``unvec(Σ_j 𝖠_jᵀ 𝔅_j 𝖠_j vec(V))`` (d×d), one single-regression HVP per block.
+
+    Derived in :doc:`/book/tensor_trick`.
+    """
+    K, x, n, (_, _, _, hvp) = _blocks(A1, A2, X, B, loss, max_bytes)
+    B = np.asarray(B, dtype=np.float64)
+    d = int(round(np.sqrt(x.size)))
+    v = notation.vec(_direction(V, d))
+    return notation.unvec(sum(hvp(K[j * n:(j + 1) * n], x, B[j], v) for j in range(n)), (d, d))
+
+
+# ---- Lipschitz constants and the in-context-learning construction --------------------------------------
+
+def weight_lipschitz_constant(A1: np.ndarray, A2: np.ndarray) -> float:
+    """``½‖A₁‖₂‖A₂‖₂``: ``‖F(X) − F(Y)‖_F ≤`` it ``· ‖X − Y‖_F``, and the same for ``∇L`` under a shift of ``B``.
+
+    Derived in :doc:`/book/tensor_trick`.
+    """
+    A1, A2 = _factors(A1, A2)
+    return 0.5 * float(np.linalg.norm(A1, 2) * np.linalg.norm(A2, 2))
+
+
+def first_factor_shift_constant(A2: np.ndarray, X: np.ndarray) -> float:
+    """``½‖X‖₂‖A₂‖₂``: ``‖F_{A₁'}(X) − F_{A₁}(X)‖_F ≤`` it ``· ‖A₁' − A₁‖_F`` (not ``½‖A₁‖₂‖A₂‖₂``).
+
+    Derived in :doc:`/book/tensor_trick`.
+    """
+    A2 = as_matrix(A2, "A2")
+    X = as_matrix(X, "X", rows=A2.shape[1], cols=A2.shape[1])
+    return 0.5 * float(np.linalg.norm(X, 2) * np.linalg.norm(A2, 2))
+
+
+def second_factor_shift_constant(A1: np.ndarray, X: np.ndarray) -> float:
+    """``½‖A₁‖₂‖X‖₂``: ``‖F_{A₂'}(X) − F_{A₂}(X)‖_F ≤`` it ``· ‖A₂' − A₂‖_F``.
+
+    Derived in :doc:`/book/tensor_trick`.
+    """
+    A1 = as_matrix(A1, "A1")
+    X = as_matrix(X, "X", rows=A1.shape[1], cols=A1.shape[1])
+    return 0.5 * float(np.linalg.norm(A1, 2) * np.linalg.norm(X, 2))
+
+
+def equivalent_target(A1: np.ndarray, A2: np.ndarray, X: np.ndarray, B: np.ndarray, *,
+                      A1_new: np.ndarray | None = None, A2_new: np.ndarray | None = None,
+                      X_new: np.ndarray | None = None) -> np.ndarray:
+    """``B̃ = B − (F_new − F)``: the step to ``(A₁', A₂', X')`` at target ``B`` equals target ``B̃`` at ``(A₁, A₂, X)``.
+
+    Derived in :doc:`/book/tensor_trick`.
+    """
+    A1, A2, X, B = _problem(A1, A2, X, B)
+    new = _problem(A1 if A1_new is None else A1_new, A2 if A2_new is None else A2_new, X if X_new is None else X_new)
+    return B - (_softmax_rows(*new) - _softmax_rows(A1, A2, X))
+
+
+# ---- solving the problem -----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class OptimizationTrace:
+    """The final iterate and the loss (and gradient norm) after each iteration, starting at ``X0``.
+
+    Derived in :doc:`/book/tensor_trick`.
+    """
+
+    X: np.ndarray
+    losses: np.ndarray
+    gradient_norms: np.ndarray
+
+
+_VALUE_AND_GRADIENT = {"normalized": normalized_loss_and_gradient, "rescaled": rescaled_loss_and_gradient}
+_HVP = {"normalized": normalized_hvp, "rescaled": rescaled_hvp}
+
+
+def _loss_functions(loss: str) -> tuple[Callable, Callable]:
+    if loss not in _VALUE_AND_GRADIENT:
+        raise ValueError(f"loss must be 'normalized' or 'rescaled', got {loss!r}")
+    return _VALUE_AND_GRADIENT[loss], _HVP[loss]
+
+
+def gradient_descent(A1: np.ndarray, A2: np.ndarray, B: np.ndarray, X0: np.ndarray, step: float,
+                     iterations: int, loss: Loss = "normalized") -> OptimizationTrace:
+    """``X ← X − η A₁ᵀ P A₂`` for ``iterations`` steps (Kronecker-free gradient). Derived in :doc:`/book/tensor_trick`."""
+    value_and_grad, _ = _loss_functions(loss)
+    A1, A2, X, B = _problem(A1, A2, X0, B)
+    step = as_nonnegative_float(step, "step")
+    iterations = as_positive_int(iterations, "iterations")
+    X = X.copy()
+    losses, norms = [], []
+    for _ in range(iterations + 1):
+        value, G = value_and_grad(A1, A2, X, B)
+        losses.append(value)
+        norms.append(float(np.linalg.norm(G)))
+        X -= step * G
+    X += step * G  # the last update was not counted
+    return OptimizationTrace(X, np.array(losses), np.array(norms))
+
+
+def newton_cg(A1: np.ndarray, A2: np.ndarray, B: np.ndarray, X0: np.ndarray, iterations: int,
+              loss: Loss = "normalized", tol: float = 1e-14) -> OptimizationTrace:
+    """Newton–CG (SciPy ``Newton-CG``) driven by the Kronecker-free gradient and Hessian-vector product.
+
+    Derived in :doc:`/book/tensor_trick`.
+    """
+    from scipy.optimize import minimize
+
+    value_and_grad, hvp = _loss_functions(loss)
+    A1, A2, X0, B = _problem(A1, A2, X0, B)
+    iterations = as_positive_int(iterations, "iterations")
+    d = X0.shape[0]
+
+    def fun(x: np.ndarray) -> tuple[float, np.ndarray]:
+        value, G = value_and_grad(A1, A2, x.reshape(d, d), B)
+        return value, G.reshape(-1)
+
+    def hessp(x: np.ndarray, v: np.ndarray) -> np.ndarray:
+        return hvp(A1, A2, x.reshape(d, d), B, v.reshape(d, d)).reshape(-1)
+
+    iterates = [X0.reshape(-1).copy()]
+    result = minimize(fun, X0.reshape(-1), jac=True, hessp=hessp, method="Newton-CG",
+                      callback=lambda xk: iterates.append(np.array(xk, copy=True)),
+                      options={"maxiter": iterations, "xtol": tol})
+    stats = [fun(x) for x in iterates]
+    return OptimizationTrace(result.x.reshape(d, d), np.array([s[0] for s in stats]),
+                             np.array([float(np.linalg.norm(s[1])) for s in stats]))
