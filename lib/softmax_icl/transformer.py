@@ -1,0 +1,580 @@
+"""A small transformer for in-context regression, as plain JAX functions over a params pytree.
+
+Derived in :doc:`/book/sparse_regression`, which
+builds exact constructions with it; the chapter on trained transformers trains the same code.
+
+Prompt. Tokens are rows: ``E ∈ R^{(n+1)×D_in}`` holds the context tokens ``(x_i, y_i)``,
+``i = 1..n``, then the query token ``(x_q, 0)`` (see :func:`make_prompt`). In every layer the
+keys and
+values are the ``n`` context tokens only (the query attends but is never attended to), so the
+query's label slot cannot leak into the context.
+
+Attention. Head ``h`` maps the stream ``Z`` (rows ``z_t``) to ``o_t = Σ_i a_{ti} (z_i W_V[h])
+W_O[h]``
+with scores ``s_{ti} = ⟨z_t W_Q[h], z_i W_K[h]⟩``:
+
+* ``linear``: ``a_{ti} = s_{ti} / n``. In the column notation of the theory this is
+  ``o_t = W^{PV} Ĝ W^{KQ} z_t`` with ``Ĝ = (1/n) Σ_{i≤n} z_i z_iᵀ``, ``W^{PV} = (W_V W_O)ᵀ`` and
+  ``W^{KQ} = W_K W_Qᵀ``;
+* ``softmax``: ``a_{t·} = softmax(s_{t·} / √d_k)`` over the context tokens.
+
+A layer is GPT-2 style, each part optional: ``Z ← Z + Attn(LN₁(Z))``, ``Z ← Z + MLP(LN₂(Z))``, where
+the layer norms are used only if the layer has ``ln1``/``ln2`` entries and the MLP only if it has
+``mlp``. ``head_mask`` (one vector per layer, one entry per head) multiplies each head's output:
+0 switches a head off at evaluation.
+
+Params pytree (all leaves float arrays; the number of heads may differ between layers)::
+
+    {"embed":   {"W": (D_in, D), "b": (D,)},                         # optional read-in
+     "layers":  [{"attn": {"W_Q": (h, D, k), "W_K": (h, D, k), "W_V": (h, D, v), "W_O": (h, v, D)},
+                  "ln1": {"scale": (D,), "bias": (D,)},              # optional
+                  "mlp": {"W1": (D, F), "b1": (F,), "W2": (F, D), "b2": (D,)},   # optional
+                  "ln2": {"scale": (D,), "bias": (D,)}}, ...],      # optional
+     "ln_f":    {"scale": (D,), "bias": (D,)},                       # optional
+     "readout": {"w": (D,), "b": ()}}                                # prediction = ⟨w, z_q⟩ + b
+
+All functions are jit-able (``attention`` is a static string) and :func:`forward`/:func:`predict`
+accept a single prompt ``(N, D_in)`` or a batch ``(B, N, D_in)`` (vmapped).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import partial
+from typing import Any, Literal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = [
+    "Attention",
+    "layer_norm",
+    "attention_layer",
+    "mlp",
+    "block",
+    "forward",
+    "predict",
+    "make_prompt",
+    "init_params",
+    "check_params",
+    "linear_head_params",
+    "construction_embedding",
+    "preprocess_layer",
+    "gd_layer",
+    "construct_pto_transformer",
+    "fit_preprocess_heads",
+    "preprocess_head_outputs",
+]
+
+Attention = Literal["linear", "softmax"]
+Params = dict[str, Any]
+LN_EPS = 1e-5
+
+
+# ---- validation (shape-only, so it also works on tracers inside jit) ------------------------
+
+
+def _check_float(x: Any, name: str, ndim: int) -> None:
+    dtype = getattr(x, "dtype", None)
+    if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(
+            f"{name} must be a floating-point array, got {type(x).__name__} of dtype {dtype}"
+        )
+    if x.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-D, got shape {tuple(x.shape)}")
+
+
+def _check_attention(kind: str) -> None:
+    if kind not in ("linear", "softmax"):
+        raise ValueError(f"attention must be 'linear' or 'softmax', got {kind!r}")
+
+
+def check_params(params: Params) -> tuple[int, int]:
+    """Validate the params pytree; return ``(D_in, D)`` (input token width, stream width).
+
+    Derived in :doc:`/book/sparse_regression`.
+    """
+    if not isinstance(params, dict) or "layers" not in params or "readout" not in params:
+        raise ValueError(
+            "params must be a dict with keys 'layers' and 'readout' (and optionally "
+            "'embed', 'ln_f')"
+        )
+    if "embed" in params:
+        _check_float(params["embed"]["W"], "embed.W", 2)
+        D_in, D = params["embed"]["W"].shape
+        _check_float(params["embed"]["b"], "embed.b", 1)
+        if params["embed"]["b"].shape != (D,):
+            raise ValueError(
+                f"embed.b must have shape ({D},), got {tuple(params['embed']['b'].shape)}"
+            )
+    else:
+        D = D_in = int(params["readout"]["w"].shape[0])
+    for l, layer in enumerate(params["layers"]):
+        a = layer["attn"]
+        for key in ("W_Q", "W_K", "W_V", "W_O"):
+            _check_float(a[key], f"layers[{l}].attn.{key}", 3)
+        h, D_q, k = a["W_Q"].shape
+        want = {
+            "W_Q": (h, D, k),
+            "W_K": (h, D, k),
+            "W_V": (h, D, a["W_V"].shape[2]),
+            "W_O": (h, a["W_V"].shape[2], D),
+        }
+        for key, shape in want.items():
+            if tuple(a[key].shape) != shape:
+                raise ValueError(
+                    f"layers[{l}].attn.{key} must have shape {shape}, got {tuple(a[key].shape)}"
+                )
+        for ln in ("ln1", "ln2"):
+            if ln in layer and tuple(layer[ln]["scale"].shape) != (D,):
+                raise ValueError(f"layers[{l}].{ln}.scale must have shape ({D},)")
+        if "mlp" in layer:
+            m = layer["mlp"]
+            F = m["W1"].shape[1]
+            for key, shape in {"W1": (D, F), "b1": (F,), "W2": (F, D), "b2": (D,)}.items():
+                if tuple(m[key].shape) != shape:
+                    raise ValueError(
+                        f"layers[{l}].mlp.{key} must have shape {shape}, got {tuple(m[key].shape)}"
+                    )
+    if tuple(params["readout"]["w"].shape) != (D,):
+        raise ValueError(
+            f"readout.w must have shape ({D},), got {tuple(params['readout']['w'].shape)}"
+        )
+    return D_in, D
+
+
+def _check_head_mask(params: Params, head_mask: Sequence[Any] | None) -> None:
+    if head_mask is None:
+        return
+    layers = params["layers"]
+    if len(head_mask) != len(layers):
+        raise ValueError(
+            f"head_mask must have one vector per layer ({len(layers)}), got {len(head_mask)}"
+        )
+    for l, (m, layer) in enumerate(zip(head_mask, layers, strict=True)):
+        h = layer["attn"]["W_Q"].shape[0]
+        if tuple(jnp.shape(m)) != (h,):
+            raise ValueError(
+                f"head_mask[{l}] must have shape ({h},) (one entry per head), "
+                f"got {tuple(jnp.shape(m))}"
+            )
+
+
+# ---- the layers ------------------------------------------------------------------------------
+
+
+def layer_norm(Z: jax.Array, scale: jax.Array, bias: jax.Array, eps: float = LN_EPS) -> jax.Array:
+    """``(z − mean z)/√(var z + ε) ∘ scale + bias`` over the last axis (each token separately).
+
+    Derived in :doc:`/book/sparse_regression`.
+    """
+    mu = jnp.mean(Z, axis=-1, keepdims=True)
+    var = jnp.mean((Z - mu) ** 2, axis=-1, keepdims=True)
+    return (Z - mu) / jnp.sqrt(var + eps) * scale + bias
+
+
+def attention_layer(
+    p: Params, Z: jax.Array, attention: Attention = "linear", head_mask: jax.Array | None = None
+) -> jax.Array:
+    """Multi-head attention of every token of ``Z`` (N, D) over the context tokens ``Z[:-1]``;
+    returns the sum over heads (N, D), each head scaled by ``head_mask`` if given.
+
+    Derived in :doc:`/book/sparse_regression`.
+    """
+    _check_attention(attention)
+    ctx = Z[:-1]
+    n = ctx.shape[0]
+    q = jnp.einsum("tD,hDk->htk", Z, p["W_Q"])
+    k = jnp.einsum("iD,hDk->hik", ctx, p["W_K"])
+    v = jnp.einsum("iD,hDv->hiv", ctx, p["W_V"])
+    scores = jnp.einsum("htk,hik->hti", q, k)
+    if attention == "linear":
+        weights = scores / n
+    else:
+        weights = jax.nn.softmax(scores / jnp.sqrt(p["W_Q"].shape[2]), axis=-1)
+    heads = jnp.einsum("hti,hiv->htv", weights, v)
+    if head_mask is not None:
+        heads = heads * jnp.asarray(head_mask, dtype=heads.dtype)[:, None, None]
+    return jnp.einsum("htv,hvD->tD", heads, p["W_O"])
+
+
+def mlp(p: Params, Z: jax.Array) -> jax.Array:
+    """``GELU(Z W1 + b1) W2 + b2`` token by token.
+
+    Derived in :doc:`/book/sparse_regression`.
+    """
+    return jax.nn.gelu(Z @ p["W1"] + p["b1"]) @ p["W2"] + p["b2"]
+
+
+def block(
+    p: Params, Z: jax.Array, attention: Attention = "linear", head_mask: jax.Array | None = None
+) -> jax.Array:
+    """One residual layer: ``Z + Attn(LN₁ Z)``, then ``+ MLP(LN₂ ·)`` if the layer has an MLP.
+
+    Derived in :doc:`/book/sparse_regression`.
+    """
+    H = layer_norm(Z, **p["ln1"]) if "ln1" in p else Z
+    Z = Z + attention_layer(p["attn"], H, attention, head_mask)
+    if "mlp" in p:
+        H = layer_norm(Z, **p["ln2"]) if "ln2" in p else Z
+        Z = Z + mlp(p["mlp"], H)
+    return Z
+
+
+def _forward_single(
+    params: Params, E: jax.Array, head_mask: Sequence[jax.Array] | None, attention: Attention
+) -> jax.Array:
+    Z = E @ params["embed"]["W"] + params["embed"]["b"] if "embed" in params else E
+    for l, p in enumerate(params["layers"]):
+        Z = block(p, Z, attention, None if head_mask is None else head_mask[l])
+    if "ln_f" in params:
+        Z = layer_norm(Z, **params["ln_f"])
+    return Z
+
+
+def _predict_single(
+    params: Params, E: jax.Array, head_mask: Sequence[jax.Array] | None, attention: Attention
+) -> jax.Array:
+    Z = _forward_single(params, E, head_mask, attention)
+    return Z[-1] @ params["readout"]["w"] + params["readout"]["b"]
+
+
+@partial(jax.jit, static_argnames="attention")
+def _forward_batch(params, E, head_mask, attention):
+    return jax.vmap(_forward_single, in_axes=(None, 0, None, None))(params, E, head_mask, attention)
+
+
+@partial(jax.jit, static_argnames="attention")
+def _predict_batch(params, E, head_mask, attention):
+    return jax.vmap(_predict_single, in_axes=(None, 0, None, None))(params, E, head_mask, attention)
+
+
+def _prepare(params: Params, E: Any, attention: str, head_mask: Sequence[Any] | None):
+    _check_attention(attention)
+    D_in, _ = check_params(params)
+    E = jnp.asarray(E) if isinstance(E, np.ndarray) else E
+    if getattr(E, "ndim", None) not in (2, 3):
+        raise ValueError(
+            f"E must be a prompt (N, {D_in}) or a batch (B, N, {D_in}), got shape {jnp.shape(E)}"
+        )
+    _check_float(E, "E", E.ndim)
+    if E.shape[-1] != D_in:
+        raise ValueError(
+            f"E must have {D_in} columns (token width of the params), got shape {tuple(E.shape)}"
+        )
+    if E.shape[-2] < 2:
+        raise ValueError(
+            f"E needs at least one context token and the query, got {E.shape[-2]} token(s)"
+        )
+    _check_head_mask(params, head_mask)
+    mask = None if head_mask is None else [jnp.asarray(m, dtype=E.dtype) for m in head_mask]
+    return E, mask
+
+
+def forward(
+    params: Params,
+    E: Any,
+    *,
+    attention: Attention = "linear",
+    head_mask: Sequence[Any] | None = None,
+) -> jax.Array:
+    """The residual stream after the last layer (and ``ln_f``): (N, D), or (B, N, D) for a batch.
+
+    Derived in :doc:`/book/sparse_regression`.
+    """
+    E, mask = _prepare(params, E, attention, head_mask)
+    if E.ndim == 2:
+        return _forward_single(params, E, mask, attention)
+    return _forward_batch(params, E, mask, attention)
+
+
+def predict(
+    params: Params,
+    E: Any,
+    *,
+    attention: Attention = "linear",
+    head_mask: Sequence[Any] | None = None,
+) -> jax.Array:
+    """The prediction ``⟨readout.w, z_q⟩ + readout.b`` read from the query token: scalar or (B,).
+
+    Derived in :doc:`/book/sparse_regression`.
+    """
+    E, mask = _prepare(params, E, attention, head_mask)
+    if E.ndim == 2:
+        return _predict_single(params, E, mask, attention)
+    return _predict_batch(params, E, mask, attention)
+
+
+def make_prompt(X: Any, y: Any, x_query: Any) -> jax.Array:
+    """Tokens as rows: ``(x_i, y_i)`` for ``i ≤ n`` and ``(x_q, 0)`` last; shapes ``X`` (…, n, d),
+    ``y`` (…, n), ``x_query`` (…, d) → ``E`` (…, n+1, d+1).
+
+    Derived in :doc:`/book/sparse_regression`.
+    """
+    X, y, xq = (jnp.asarray(a) for a in (X, y, x_query))
+    for a, name in ((X, "X"), (y, "y"), (xq, "x_query")):
+        if not jnp.issubdtype(a.dtype, jnp.floating):
+            raise TypeError(f"{name} must be a floating-point array, got dtype {a.dtype}")
+    if X.ndim < 2 or y.shape != X.shape[:-1] or xq.shape != X.shape[:-2] + X.shape[-1:]:
+        raise ValueError(
+            f"need X (..., n, d), y (..., n), x_query (..., d); got "
+            f"{X.shape}, {y.shape}, {xq.shape}"
+        )
+    context = jnp.concatenate([X, y[..., None]], axis=-1)
+    query = jnp.concatenate([xq, jnp.zeros_like(xq[..., :1])], axis=-1)[..., None, :]
+    return jnp.concatenate([context, query], axis=-2)
+
+
+def init_params(
+    key: jax.Array,
+    d_in: int,
+    width: int,
+    n_layers: int,
+    n_heads: int | Sequence[int],
+    *,
+    d_head: int | None = None,
+    mlp_width: int | None = None,
+    use_mlp: bool = True,
+    use_layer_norm: bool = True,
+    std: float = 0.02,
+    dtype: Any = None,
+) -> Params:
+    """Random GPT-2-style parameters (normal(0, std) weights, zero biases, unit LN scales);
+    ``use_mlp=False, use_layer_norm=False`` gives the linear-attention-only architecture.
+
+    Derived in :doc:`/book/sparse_regression`.
+    """
+    heads = [n_heads] * n_layers if isinstance(n_heads, int) else list(n_heads)
+    if len(heads) != n_layers or min(heads) < 1 or width < 1 or d_in < 1:
+        raise ValueError(
+            f"need width, d_in >= 1 and one positive head count per layer, got {n_heads!r}"
+        )
+    dtype = dtype or (jnp.float64 if jax.config.jax_enable_x64 else jnp.float32)
+    k_dim = d_head or max(1, width // max(heads))
+    F = mlp_width or 4 * width
+    shapes: list[tuple[int, ...]] = [(d_in, width), (width,)]
+    for h in heads:
+        shapes += (
+            [(h, width, k_dim)] * 3
+            + [(h, k_dim, width)]
+            + ([(width, F), (F, width)] if use_mlp else [])
+        )
+    # one draw for all weights (eager per-shape draws would compile once per shape)
+    flat = np.asarray(jax.random.normal(key, (sum(int(np.prod(sh)) for sh in shapes),), dtype))
+    offsets = iter(np.cumsum([0] + [int(np.prod(sh)) for sh in shapes]))
+    start = next(offsets)
+    draws = []
+    for sh in shapes:
+        stop = next(offsets)
+        draws.append(std * flat[start:stop].reshape(sh))
+        start = stop
+    draws_iter = iter(draws)
+
+    def normal(shape: tuple[int, ...]) -> jax.Array:
+        w = next(draws_iter)
+        assert w.shape == shape
+        return jnp.asarray(w, dtype)
+
+    def ln() -> Params:
+        return {"scale": jnp.ones(width, dtype), "bias": jnp.zeros(width, dtype)}
+
+    embed_W, readout_w = normal((d_in, width)), normal((width,))
+    layers = []
+    for h in heads:
+        layer: Params = {
+            "attn": {
+                "W_Q": normal((h, width, k_dim)),
+                "W_K": normal((h, width, k_dim)),
+                "W_V": normal((h, width, k_dim)),
+                "W_O": normal((h, k_dim, width)),
+            }
+        }
+        if use_layer_norm:
+            layer["ln1"] = ln()
+        if use_mlp:
+            layer["mlp"] = {
+                "W1": normal((width, F)),
+                "b1": jnp.zeros(F, dtype),
+                "W2": normal((F, width)),
+                "b2": jnp.zeros(width, dtype),
+            }
+            if use_layer_norm:
+                layer["ln2"] = ln()
+        layers.append(layer)
+    params: Params = {
+        "embed": {"W": embed_W, "b": jnp.zeros(width, dtype)},
+        "layers": layers,
+        "readout": {"w": readout_w, "b": jnp.zeros((), dtype)},
+    }
+    if use_layer_norm:
+        params["ln_f"] = ln()
+    return params
+
+
+# ---- constructions for sparse regression (our construction, see the chapter) -----------------
+# Stream layout of width D = 2d + 1: x in slots 0..d-1, the reweighted x̃ = r̂∘x in slots d..2d-1,
+# the label y in slot 2d. Column notation: W^{PV} Ĝ W^{KQ} z.
+
+
+def linear_head_params(W_PV: Sequence[np.ndarray], W_KQ: Sequence[np.ndarray]) -> Params:
+    """Attention params of ``h`` linear heads given in the theory's form ``W^{PV}_j Ĝ W^{KQ}_j z``
+    (each D×D): ``W_Q = (W^{KQ})ᵀ``, ``W_K = W_V = I``, ``W_O = (W^{PV})ᵀ``.
+
+    Derived in :doc:`/book/sparse_regression`.
+    """
+    PV, KQ = np.asarray(W_PV, dtype=float), np.asarray(W_KQ, dtype=float)
+    if PV.ndim != 3 or PV.shape != KQ.shape or PV.shape[1] != PV.shape[2]:
+        raise ValueError(f"W_PV and W_KQ must both be (h, D, D), got {PV.shape} and {KQ.shape}")
+    h, D, _ = PV.shape
+    eye = np.broadcast_to(np.eye(D), (h, D, D))
+    return {
+        k: jnp.asarray(v)
+        for k, v in {
+            "W_Q": KQ.transpose(0, 2, 1),
+            "W_K": eye,
+            "W_V": eye,
+            "W_O": PV.transpose(0, 2, 1),
+        }.items()
+    }
+
+
+def construction_embedding(d: int) -> Params:
+    """Read-in ``(x, y) ↦ (x, 0_d, y)`` into the stream of width ``2d + 1``.
+
+    Derived in :doc:`/book/sparse_regression`.
+    """
+    W = np.zeros((d + 1, 2 * d + 1))
+    W[np.arange(d), np.arange(d)] = 1.0
+    W[d, 2 * d] = 1.0
+    return {"W": jnp.asarray(W), "b": jnp.zeros(2 * d + 1)}
+
+
+def preprocess_layer(d: int, heads: Sequence[int] | None = None) -> Params:
+    """``d`` linear heads (or only those in ``heads``): head ``j`` has ``W^{KQ}_j = e_y e_jᵀ``,
+    ``W^{PV}_j = e_{x̃_j} e_jᵀ`` and adds ``r̂_j x_j`` to slot ``x̃_j`` of every token.
+
+    Derived in :doc:`/book/sparse_regression`.
+    """
+    D = 2 * d + 1
+    heads = list(range(d)) if heads is None else list(heads)
+    PV, KQ = np.zeros((len(heads), D, D)), np.zeros((len(heads), D, D))
+    for m, j in enumerate(heads):
+        KQ[m, 2 * d, j] = 1.0
+        PV[m, d + j, j] = 1.0
+    return {"attn": linear_head_params(PV, KQ)}
+
+
+def gd_layer(d: int, eta: float) -> Params:
+    """One linear head with ``W^{KQ} = Σ_j e_{x̃_j} e_{x̃_j}ᵀ``, ``W^{PV} = −η e_y e_yᵀ``: every
+    label
+    slot moves by ``−η (1/n) Σ_i y_i ⟨x̃_i, x̃_t⟩``, one gradient step (von Oswald et al.).
+
+    Derived in :doc:`/book/sparse_regression`.
+    """
+    D = 2 * d + 1
+    KQ = np.zeros((1, D, D))
+    KQ[0, np.arange(d, 2 * d), np.arange(d, 2 * d)] = 1.0
+    PV = np.zeros((1, D, D))
+    PV[0, 2 * d, 2 * d] = -float(eta)
+    return {"attn": linear_head_params(PV, KQ)}
+
+
+def construct_pto_transformer(d: int, eta: float, K: int) -> Params:
+    """The linear-attention transformer of the chapter: read-in, one ``d``-head preprocessing layer,
+    ``K`` single-head gradient layers; the prediction is minus the query's label slot.
+
+    Derived in :doc:`/book/sparse_regression`.
+    """
+    if d < 1 or K < 0:
+        raise ValueError(f"need d >= 1 and K >= 0, got d={d}, K={K}")
+    D = 2 * d + 1
+    readout = np.zeros(D)
+    readout[2 * d] = -1.0
+    return {
+        "embed": construction_embedding(d),
+        "layers": [preprocess_layer(d)] + [gd_layer(d, eta) for _ in range(K)],
+        "readout": {"w": jnp.asarray(readout), "b": jnp.zeros(())},
+    }
+
+
+# ---- least-squares fit of h < d heads to the preprocessing map ---------------------------------
+
+
+def preprocess_head_outputs(
+    U: np.ndarray, V: np.ndarray, X: np.ndarray, y: np.ndarray, x_query: np.ndarray
+) -> np.ndarray:
+    """``Σ_j U_j Ĝ V_j x_q`` for heads ``U`` (h, d, d+1), ``V`` (h, d+1, d) and tokens ``(x_i,
+    y_i)``;
+    returns (T, d).
+
+    Derived in :doc:`/book/sparse_regression`.
+    """
+    n = X.shape[1]
+    Z = np.concatenate([X, y[..., None]], axis=-1)
+    G = np.einsum("tib,tic->tbc", Z, Z) / n
+    return np.einsum("jab,tjb->ta", U, np.einsum("tbc,jce,te->tjb", G, V, x_query, optimize=True))
+
+
+def fit_preprocess_heads(
+    h: int,
+    X: np.ndarray,
+    y: np.ndarray,
+    x_query: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    n_iter: int = 200,
+    restarts: int = 3,
+    ridge: float = 1e-12,
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Alternating least squares for ``h`` linear heads ``Σ_j U_j Ĝ V_j x_q ≈ r̂∘x_q`` on the given
+    prompts (each half-step is an exact linear least-squares solve). The first start is ``h`` of
+    the construction's heads when ``h < d`` (exact on those coordinates), the others are
+    random (for ``h >= d`` all starts are random, so finding an exact fit is not handed to it).
+    Returns the best ``(U, V)`` and its relative error ``Σ‖out − r̂∘x_q‖² / Σ‖r̂∘x_q‖²``.
+
+    Derived in :doc:`/book/sparse_regression`.
+    """
+    T, n, d = X.shape
+    Z = np.concatenate([X, y[..., None]], axis=-1)
+    G = np.einsum("tib,tic->tbc", Z, Z) / n  # (T, d+1, d+1)
+    target = (np.einsum("tni,tn->ti", X, y) / n) * x_query  # r̂ ∘ x_q
+    scale = float(np.sum(target**2))
+
+    def lstsq(A: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return np.linalg.solve(A.T @ A + ridge * scale * np.eye(A.shape[1]), A.T @ b)
+
+    best: tuple[np.ndarray, np.ndarray, float] | None = None
+    for start in range(restarts):
+        V = rng.standard_normal((h, d + 1, d))
+        if start == 0 and h < d:
+            V = 1e-3 * V
+            for j in range(min(h, d)):  # head j of the construction: e_y e_jᵀ
+                V[j, d, j] = 1.0
+        U = np.zeros((h, d, d + 1))
+        for _ in range(n_iter):
+            Vx = np.einsum("jce,te->tjc", V, x_query)
+            F = np.einsum("tbc,tjc->tjb", G, Vx).reshape(T, h * (d + 1))
+            U = lstsq(F, target).T.reshape(d, h, d + 1).transpose(1, 0, 2)
+            UG = np.einsum("jab,tbc->tajc", U, G)
+            Phi = (UG[..., None] * x_query[:, None, None, None, :]).reshape(T * d, h * (d + 1) * d)
+            V = lstsq(Phi, target.reshape(-1)).reshape(h, d + 1, d)
+        err = float(np.sum((preprocess_head_outputs(U, V, X, y, x_query) - target) ** 2) / scale)
+        if best is None or err < best[2]:
+            best = (U, V, err)
+    assert best is not None
+    return best
+
+
+def fitted_heads_layer(U: np.ndarray, V: np.ndarray) -> Params:
+    """The layer (stream of width ``2d + 1``) whose heads are ``U_j Ĝ V_j x``: ``W^{PV}_j`` writes
+    ``U_j`` into the ``x̃`` slots, ``W^{KQ}_j`` reads ``x`` from the token; ``Ĝ`` over ``(x,
+    y)``."""
+    U, V = np.asarray(U, dtype=float), np.asarray(V, dtype=float)
+    h, d, _ = U.shape
+    D = 2 * d + 1
+    xy = np.r_[np.arange(d), 2 * d]  # stream slots of (x, y)
+    PV, KQ = np.zeros((h, D, D)), np.zeros((h, D, D))
+    PV[np.ix_(np.arange(h), np.arange(d, 2 * d), xy)] = U
+    KQ[np.ix_(np.arange(h), xy, np.arange(d))] = V
+    return {"attn": linear_head_params(PV, KQ)}
