@@ -5,8 +5,8 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
-import pkgutil
 import pathlib
+import pkgutil
 import re
 
 from softmax_icl import ledger

@@ -8,7 +8,6 @@ import sympy as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
-
 from softmax_icl import notation
 from softmax_icl.ledger import all_claims, run_claim
 from softmax_icl.verify import notation as checks
