@@ -54,7 +54,7 @@ class Claim:
 
 # One module per chapter under softmax_icl.verify, each with a list CLAIMS.
 CHAPTER_MODULES: tuple[str, ...] = ("notation", "softmax_regression", "lipschitz", "multiple_softmax_regression",
-                                     "sparse_regression")
+                                     "sparse_regression", "multihead_training")
 
 
 def all_claims() -> list[Claim]:

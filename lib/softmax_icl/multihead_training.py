@@ -1,0 +1,664 @@
+"""Training multi-head transformers on in-context sparse regression; head masking, pruning, probes.
+
+Derived in :doc:`/book/multihead_experiment`. The model is :mod:`softmax_icl.transformer` (GPT-2
+style: softmax attention, GELU MLP, LayerNorm, residual stream; or the linear-attention-only variant
+of the theory); the tasks are those of :mod:`softmax_icl.sparse_regression` (``w*`` ``s``-sparse
+with N(0, 1) non-zeros, ``x ~ N(0, I_d)``, ``y = ⟨w*, x⟩ + ξ``). One training step draws fresh
+prompts, each with a context length from ``n_values`` (see :func:`sample_prompts`), and minimizes
+the mean squared error of the prediction of the query's (noisy) label. Everything is float32 and
+deterministic for a seed.
+
+Command line (writes ``<name>.npz`` and ``<name>.json`` next to the config file)::
+
+    python -m softmax_icl.multihead_training --config book/data/multihead/sweep.json \\
+        [--only NAME ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import io
+import json
+import os
+import pathlib
+import platform
+import time
+import zipfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from . import __version__
+from . import sparse_regression as sreg
+from . import transformer as tf
+from ._validate import as_nonnegative_float, as_positive_int
+
+__all__ = [
+    "Config",
+    "CheckpointError",
+    "load_configs",
+    "sample_prompts",
+    "init_model",
+    "train",
+    "recreate_command",
+    "save_checkpoint",
+    "load_checkpoint",
+    "eval_tasks",
+    "predict",
+    "excess_risk_per_task",
+    "evaluate",
+    "query_states",
+    "head_masks",
+    "head_importance",
+    "pruning_mask",
+    "fit_probe",
+    "probe_risks",
+    "risk_by_steps",
+    "main",
+]
+
+DTYPE = jnp.float32
+MODULE = "softmax_icl.multihead_training"
+
+
+# ---- configuration ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Config:
+    """One training run (all fields JSON-serializable).
+    Derived in :doc:`/book/multihead_experiment`."""
+
+    name: str
+    d: int = 10  # input dimension
+    s: int = 2  # sparsity of w*
+    sigma: float = 0.1  # label noise standard deviation
+    n_values: tuple[int, ...] = (2, 4, 5, 10, 20)  # context lengths, each dividing the largest
+    n_layers: int = 3
+    n_heads: int = 4
+    width: int = 64
+    mlp_width: int = 128
+    attention: str = "softmax"  # 'softmax' (GPT-2 style) or 'linear'
+    use_mlp: bool = True
+    use_layer_norm: bool = True
+    steps: int = 3000
+    batch: int = 64  # prompts per step
+    lr: float = 1e-3  # peak learning rate of Adam (warm-up, then cosine decay)
+    warmup: int = 200
+    clip: float = 1.0  # global gradient-norm clipping
+    chunk: int = 50  # steps per compiled scan (and per progress-bar update)
+    seed: int = 0
+    eval_n: int = 20  # context length of the recorded evaluation metric
+    eval_tasks: int = 2000
+    eval_seed: int = 12345
+
+    def __post_init__(self) -> None:
+        for k in (
+            "d",
+            "s",
+            "n_layers",
+            "n_heads",
+            "width",
+            "mlp_width",
+            "steps",
+            "batch",
+            "chunk",
+            "eval_n",
+            "eval_tasks",
+        ):
+            as_positive_int(getattr(self, k), k)
+        for k in ("sigma", "lr", "clip"):
+            as_nonnegative_float(getattr(self, k), k)
+        if self.s > self.d:
+            raise ValueError(f"s must be <= d, got s={self.s}, d={self.d}")
+        if self.attention not in ("softmax", "linear"):
+            raise ValueError(f"attention must be 'softmax' or 'linear', got {self.attention!r}")
+        n_values = tuple(int(n) for n in self.n_values)
+        if not n_values or min(n_values) < 1:
+            raise ValueError(
+                f"n_values must be a non-empty list of positive ints, got {self.n_values!r}"
+            )
+        if any(max(n_values) % n for n in n_values):
+            raise ValueError(f"every n in n_values must divide max(n_values), got {n_values}")
+        if self.steps % self.chunk:
+            raise ValueError(f"steps ({self.steps}) must be a multiple of chunk ({self.chunk})")
+        if self.width % self.n_heads:
+            raise ValueError(f"width ({self.width}) must be divisible by n_heads ({self.n_heads})")
+        object.__setattr__(self, "n_values", n_values)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The configuration as a JSON-ready dictionary.
+        Derived in :doc:`/book/multihead_experiment`."""
+        out = dataclasses.asdict(self)
+        out["n_values"] = list(self.n_values)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Config:
+        """Inverse of :meth:`to_dict`; unknown keys raise.
+        Derived in :doc:`/book/multihead_experiment`."""
+        unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown configuration keys: {sorted(unknown)}")
+        return cls(**data)
+
+
+def load_configs(path: str | os.PathLike[str]) -> list[Config]:
+    """The runs of a file ``{"defaults": {...}, "runs": [{"name": ..., ...}, ...]}`` (each run
+    overrides the defaults). Derived in :doc:`/book/multihead_experiment`."""
+    data = json.loads(pathlib.Path(path).read_text())
+    if not isinstance(data, dict) or "runs" not in data:
+        raise ValueError(f"{path}: expected a JSON object with a key 'runs'")
+    defaults = data.get("defaults", {})
+    return [Config.from_dict({**defaults, **run}) for run in data["runs"]]
+
+
+# ---- data and model -----------------------------------------------------------------------------
+
+
+def sample_prompts(
+    key: jax.Array, batch: int, n_values: Sequence[int], d: int, s: int, sigma: float
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """``batch`` prompts of fresh tasks, each with ``N = max(n_values)`` context slots holding
+    ``n`` distinct examples (``n`` uniform over ``n_values``, each dividing ``N``) repeated ``N/n``
+    times; returns ``E`` (batch, N+1, d+1), the query labels ``y_q`` (batch,) and ``n`` (batch,).
+    Without positions, attention sees only the empirical distribution of the context tokens, so a
+    context repeated ``N/n`` times is the same prompt as its ``n`` distinct tokens (checked in the
+    chapter): one compiled shape trains every context length. Task distribution as in
+    :func:`softmax_icl.sparse_regression.sample_tasks`.
+    Derived in :doc:`/book/multihead_experiment`."""
+    N = max(n_values)
+    k_n, k_supp, k_val, k_x, k_noise = jax.random.split(key, 5)
+    n = jnp.asarray(n_values)[jax.random.randint(k_n, (batch,), 0, len(n_values))]
+    support = jnp.argsort(jax.random.uniform(k_supp, (batch, d)), axis=1)[:, :s]
+    values = jax.random.normal(k_val, (batch, s), DTYPE)
+    w = jnp.zeros((batch, d), DTYPE).at[jnp.arange(batch)[:, None], support].set(values)
+    X = jax.random.normal(k_x, (batch, N + 1, d), DTYPE)
+    y = jnp.einsum("bnd,bd->bn", X, w) + sigma * jax.random.normal(k_noise, (batch, N + 1), DTYPE)
+    idx = (jnp.arange(N)[None, :] * n[:, None]) // N  # slot j holds example ⌊j n / N⌋
+    Xc = jnp.take_along_axis(X[:, :N], idx[:, :, None], axis=1)
+    yc = jnp.take_along_axis(y[:, :N], idx, axis=1)
+    return tf.make_prompt(Xc, yc, X[:, N]), y[:, N], n
+
+
+def init_model(config: Config, key: jax.Array) -> tf.Params:
+    """float32 parameters of the configured architecture (``transformer.init_params``).
+    Derived in :doc:`/book/multihead_experiment`."""
+    return tf.init_params(
+        key,
+        config.d + 1,
+        config.width,
+        config.n_layers,
+        config.n_heads,
+        mlp_width=config.mlp_width,
+        use_mlp=config.use_mlp,
+        use_layer_norm=config.use_layer_norm,
+        dtype=DTYPE,
+    )
+
+
+def _schedule(config: Config) -> optax.Schedule:
+    warmup = min(config.warmup, config.steps - 1)
+    return optax.warmup_cosine_decay_schedule(
+        0.0, config.lr, max(warmup, 1), config.steps, config.lr * 0.05
+    )
+
+
+def _optimizer(config: Config) -> optax.GradientTransformation:
+    return optax.chain(optax.clip_by_global_norm(config.clip), optax.adam(_schedule(config)))
+
+
+def _loss(params: tf.Params, key: jax.Array, config: Config) -> jax.Array:
+    E, y, _ = sample_prompts(key, config.batch, config.n_values, config.d, config.s, config.sigma)
+    return jnp.mean((tf.predict(params, E, attention=config.attention) - y) ** 2)
+
+
+@partial(jax.jit, static_argnames=("config",))
+def _chunk(params: tf.Params, opt_state: Any, keys: jax.Array, config: Config):
+    opt = _optimizer(config)
+
+    def one(carry, key):
+        p, s = carry
+        loss, g = jax.value_and_grad(_loss)(p, key, config)
+        updates, s = opt.update(g, s, p)
+        return (optax.apply_updates(p, updates), s), loss
+
+    (params, opt_state), losses = jax.lax.scan(one, (params, opt_state), keys)
+    return params, opt_state, losses
+
+
+def train(config: Config, progress: Any = None) -> dict[str, Any]:
+    """Train one model: Adam with warm-up and cosine decay, fresh tasks every step; returns
+    ``{"params", "losses" (mean per chunk), "wall_seconds", "steps_per_second", "final_loss"}``.
+    Deterministic for ``config.seed``. Derived in :doc:`/book/multihead_experiment`."""
+    key_init, key_data = jax.random.split(jax.random.PRNGKey(config.seed))
+    params = init_model(config, key_init)
+    opt_state = _optimizer(config).init(params)
+    step_keys = jax.random.split(key_data, config.steps).reshape(-1, config.chunk, 2)
+    losses: list[float] = []
+    start = time.perf_counter()
+    first_chunk_end = None
+    for keys in step_keys:
+        params, opt_state, chunk_losses = _chunk(params, opt_state, keys, config)
+        losses.append(float(jnp.mean(chunk_losses)))
+        if first_chunk_end is None:
+            first_chunk_end = time.perf_counter()  # includes compilation
+        if progress is not None:
+            progress.update(config.chunk)
+            progress.set_postfix(loss=f"{losses[-1]:.3f}")
+    wall = time.perf_counter() - start
+    timed_steps = config.steps - config.chunk
+    sps = (
+        timed_steps / (time.perf_counter() - first_chunk_end)
+        if timed_steps
+        else config.chunk / wall
+    )
+    return {
+        "params": jax.device_get(params),
+        "losses": losses,
+        "wall_seconds": wall,
+        "steps_per_second": sps,
+        "final_loss": float(np.mean(losses[-max(1, len(losses) // 10) :])),
+    }
+
+
+# ---- checkpoints --------------------------------------------------------------------------------
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, corrupt or inconsistent with its metadata.
+    Derived in :doc:`/book/multihead_experiment`."""
+
+
+def recreate_command(config_path: str | os.PathLike[str], name: str) -> str:
+    """The shell command that (re)creates the checkpoint ``name``.
+    Derived in :doc:`/book/multihead_experiment`."""
+    return f"python -m {MODULE} --config {config_path} --only {name}"
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, np.ndarray]:
+    if isinstance(tree, dict):
+        out: dict[str, np.ndarray] = {}
+        for k, v in tree.items():
+            out.update(_flatten(v, f"{prefix}{k}/"))
+        return out
+    if isinstance(tree, list):
+        out = {}
+        for i, v in enumerate(tree):
+            out.update(_flatten(v, f"{prefix}{i}/"))
+        return out
+    return {prefix[:-1]: np.asarray(tree, dtype=np.float32)}
+
+
+def _unflatten(flat: dict[str, np.ndarray]) -> Any:
+    root: dict[str, Any] = {}
+    for path, value in flat.items():
+        node = root
+        parts = path.split("/")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = value
+
+    def fix(node: Any) -> Any:
+        if not isinstance(node, dict):
+            return jnp.asarray(node)
+        if node and all(k.isdigit() for k in node):
+            return [fix(node[str(i)]) for i in range(len(node))]
+        return {k: fix(v) for k, v in node.items()}
+
+    return fix(root)
+
+
+def save_checkpoint(
+    directory: str | os.PathLike[str], config: Config, params: tf.Params, metadata: dict[str, Any]
+) -> tuple[pathlib.Path, pathlib.Path]:
+    """Write ``<name>.npz`` (float32 params, flattened keys) and ``<name>.json`` (config, metadata,
+    SHA-256 of the npz). Derived in :doc:`/book/multihead_experiment`."""
+    directory = pathlib.Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **_flatten(params))
+    npz = directory / f"{config.name}.npz"
+    npz.write_bytes(buf.getvalue())
+    meta = {
+        "config": config.to_dict(),
+        **metadata,
+        "sha256": hashlib.sha256(buf.getvalue()).hexdigest(),
+    }
+    js = directory / f"{config.name}.json"
+    js.write_text(json.dumps(meta, indent=1) + "\n")
+    return npz, js
+
+
+def load_checkpoint(
+    directory: str | os.PathLike[str], name: str, config_path: str | os.PathLike[str] | None = None
+) -> tuple[Config, tf.Params, dict[str, Any]]:
+    """Load ``(config, params, metadata)`` of run ``name``; a missing or corrupt file raises
+    :class:`CheckpointError` naming the command that recreates it.
+    Derived in :doc:`/book/multihead_experiment`."""
+    directory = pathlib.Path(directory)
+    cfg_path = config_path or directory / "sweep.json"
+    fix = f"recreate it with: {recreate_command(cfg_path, name)}"
+    npz, js = directory / f"{name}.npz", directory / f"{name}.json"
+    for f in (js, npz):
+        if not f.is_file():
+            raise CheckpointError(f"checkpoint file {f} is missing; {fix}")
+    try:
+        meta = json.loads(js.read_text())
+        config = Config.from_dict(meta["config"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"checkpoint metadata {js} is unreadable ({exc}); {fix}") from exc
+    raw = npz.read_bytes()
+    if hashlib.sha256(raw).hexdigest() != meta.get("sha256"):
+        raise CheckpointError(
+            f"checkpoint {npz} does not match the SHA-256 recorded in {js} (corrupt or "
+            f"stale); {fix}"
+        )
+    try:
+        with np.load(io.BytesIO(raw)) as f:
+            flat = {k: f[k] for k in f.files}
+        params = _unflatten(flat)
+        template = init_model(config, jax.random.PRNGKey(0))
+        if jax.tree_util.tree_structure(params) != jax.tree_util.tree_structure(template) or any(
+            a.shape != b.shape
+            for a, b in zip(
+                jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(template), strict=True
+            )
+        ):
+            raise ValueError("parameter shapes do not match the recorded configuration")
+    except (ValueError, OSError, zipfile.BadZipFile, KeyError) as exc:
+        raise CheckpointError(f"checkpoint {npz} is corrupt ({exc}); {fix}") from exc
+    return config, params, meta
+
+
+# ---- evaluation ---------------------------------------------------------------------------------
+
+
+def eval_tasks(
+    n_tasks: int, n: int, d: int, s: int, sigma: float, rng: np.random.Generator
+) -> tuple[sreg.Tasks, np.ndarray]:
+    """Held-out tasks (:func:`softmax_icl.sparse_regression.sample_tasks`) and one query
+    ``x_q ~ N(0, I_d)`` per task. Derived in :doc:`/book/multihead_experiment`."""
+    tasks = sreg.sample_tasks(n_tasks, n, d, s, sigma, rng)
+    return tasks, rng.standard_normal((n_tasks, d))
+
+
+def _prompts(tasks: sreg.Tasks, x_query: np.ndarray) -> jax.Array:
+    return tf.make_prompt(
+        jnp.asarray(tasks.X, DTYPE), jnp.asarray(tasks.y, DTYPE), jnp.asarray(x_query, DTYPE)
+    )
+
+
+def _cast(params: tf.Params) -> tf.Params:
+    return jax.tree_util.tree_map(lambda a: jnp.asarray(a, DTYPE), params)
+
+
+def predict(
+    config: Config,
+    params: tf.Params,
+    tasks: sreg.Tasks,
+    x_query: np.ndarray,
+    head_mask: Sequence[Any] | None = None,
+) -> np.ndarray:
+    """The model's prediction of ``⟨w*, x_q⟩`` for each task (float32 throughout), optionally with
+    heads switched off by ``head_mask``. Derived in :doc:`/book/multihead_experiment`."""
+    mask = None if head_mask is None else [jnp.asarray(m, DTYPE) for m in head_mask]
+    out = tf.predict(
+        _cast(params), _prompts(tasks, x_query), attention=config.attention, head_mask=mask
+    )
+    return np.asarray(out, dtype=np.float64)
+
+
+def excess_risk_per_task(
+    prediction: np.ndarray, tasks: sreg.Tasks, x_query: np.ndarray
+) -> np.ndarray:
+    """``(ŷ_q − ⟨w*, x_q⟩)²`` per task: an unbiased one-query estimate of the excess risk
+    ``E_x(ŷ(x) − ⟨w*, x⟩)²`` (for a linear ``ŷ = ⟨ŵ, x⟩`` its mean is ``‖ŵ − w*‖²``).
+    Derived in :doc:`/book/multihead_experiment`."""
+    return (np.asarray(prediction) - np.einsum("td,td->t", tasks.w_star, x_query)) ** 2
+
+
+def evaluate(
+    config: Config,
+    params: tf.Params,
+    n: int | None = None,
+    n_tasks: int | None = None,
+    seed: int | None = None,
+    head_mask: Sequence[Any] | None = None,
+) -> np.ndarray:
+    """Per-task excess risks (T,) on held-out tasks drawn from ``default_rng([seed, n])``; the
+    defaults (``eval_n``, ``eval_tasks``, ``eval_seed``) give the metric recorded with a checkpoint.
+    Derived in :doc:`/book/multihead_experiment`."""
+    n = config.eval_n if n is None else as_positive_int(n, "n")
+    T = config.eval_tasks if n_tasks is None else as_positive_int(n_tasks, "n_tasks")
+    rng = np.random.default_rng([config.eval_seed if seed is None else seed, n])
+    tasks, xq = eval_tasks(T, n, config.d, config.s, config.sigma, rng)
+    return excess_risk_per_task(predict(config, params, tasks, xq, head_mask), tasks, xq)
+
+
+def _hidden_single(params: tf.Params, E: jax.Array, attention: str, head_mask: Any) -> jax.Array:
+    Z = E @ params["embed"]["W"] + params["embed"]["b"]
+    states = [Z[-1]]
+    for l, p in enumerate(params["layers"]):
+        Z = tf.block(p, Z, attention, None if head_mask is None else head_mask[l])
+        states.append(Z[-1])
+    return jnp.stack(states)
+
+
+_hidden_batch = jax.jit(jax.vmap(_hidden_single, in_axes=(None, 0, None, None)), static_argnums=2)
+
+
+def query_states(
+    config: Config,
+    params: tf.Params,
+    tasks: sreg.Tasks,
+    x_query: np.ndarray,
+    head_mask: Sequence[Any] | None = None,
+) -> np.ndarray:
+    """The query token's residual stream after the read-in and after each layer: (T, L+1, width),
+    composed from :func:`softmax_icl.transformer.block`.
+    Derived in :doc:`/book/multihead_experiment`."""
+    mask = None if head_mask is None else [jnp.asarray(m, DTYPE) for m in head_mask]
+    return np.asarray(
+        _hidden_batch(_cast(params), _prompts(tasks, x_query), config.attention, mask),
+        dtype=np.float64,
+    )
+
+
+def head_masks(
+    config: Config,
+    keep: dict[int, Sequence[int]] | None = None,
+    drop: tuple[int, int] | None = None,
+) -> list[np.ndarray]:
+    """Per-layer 0/1 vectors: all ones, or (``keep``) only the listed heads of the listed layers
+    (other layers untouched), with head ``drop = (layer, head)`` switched off.
+    Derived in :doc:`/book/multihead_experiment`."""
+    masks = [np.ones(config.n_heads) for _ in range(config.n_layers)]
+    for layer, heads in (keep or {}).items():
+        masks[layer] = np.zeros(config.n_heads)
+        masks[layer][list(heads)] = 1.0
+    if drop is not None:
+        masks[drop[0]][drop[1]] = 0.0
+    return masks
+
+
+def head_importance(
+    config: Config, params: tf.Params, tasks: sreg.Tasks, x_query: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Importance of each head: the increase of the mean excess risk when that head alone is masked.
+    Returns ``(importance (L, h), standard error (L, h), full-model risks (T,))``; the standard
+    error
+    is that of the paired per-task differences. Derived in :doc:`/book/multihead_experiment`."""
+    base = excess_risk_per_task(predict(config, params, tasks, x_query), tasks, x_query)
+    imp = np.empty((config.n_layers, config.n_heads))
+    se = np.empty_like(imp)
+    for l in range(config.n_layers):
+        for h in range(config.n_heads):
+            r = excess_risk_per_task(
+                predict(config, params, tasks, x_query, head_masks(config, drop=(l, h))),
+                tasks,
+                x_query,
+            )
+            diff = r - base
+            imp[l, h], se[l, h] = diff.mean(), diff.std(ddof=1) / np.sqrt(diff.size)
+    return imp, se, base
+
+
+def pruning_mask(importance: np.ndarray) -> list[np.ndarray]:
+    """Keep every head of layer 1 and, in each later layer, only its most important head.
+    Derived in :doc:`/book/multihead_experiment`."""
+    imp = np.asarray(importance, dtype=float)
+    if imp.ndim != 2:
+        raise ValueError(f"importance must be (layers, heads), got shape {imp.shape}")
+    masks = [np.ones(imp.shape[1])]
+    for row in imp[1:]:
+        m = np.zeros(imp.shape[1])
+        m[int(np.argmax(row))] = 1.0
+        masks.append(m)
+    return masks
+
+
+def fit_probe(features: np.ndarray, target: np.ndarray, lam: float = 1e-3) -> np.ndarray:
+    """Linear probe ``target ≈ Fβ + b``: ridge (penalty ``λ‖β‖²``, mean loss) on standardized
+    features (T, p); returns ``[β; b]`` (p + 1,) in the original units.
+    Derived in :doc:`/book/multihead_experiment`."""
+    F = np.asarray(features, dtype=float)
+    t = np.asarray(target, dtype=float)
+    if F.ndim != 2 or t.shape != (F.shape[0],):
+        raise ValueError(f"need features (T, p) and target (T,), got {F.shape} and {t.shape}")
+    mu, sd = F.mean(axis=0), F.std(axis=0) + 1e-8
+    Fs = (F - mu) / sd
+    T, p = Fs.shape
+    beta = np.linalg.solve(Fs.T @ Fs / T + lam * np.eye(p), Fs.T @ (t - t.mean()) / T)
+    w = beta / sd
+    return np.concatenate([w, [t.mean() - mu @ w]])
+
+
+def probe_risks(
+    states_train: np.ndarray,
+    target_train: np.ndarray,
+    states_test: np.ndarray,
+    target_test: np.ndarray,
+    lam: float = 1e-3,
+) -> np.ndarray:
+    """Per-layer linear probes of the query's hidden state for ``⟨w*, x_q⟩``: fit on the training
+    states (T, L+1, width), return the held-out squared errors (L+1, T_test).
+    Derived in :doc:`/book/multihead_experiment`."""
+    out = []
+    for l in range(states_train.shape[1]):
+        coef = fit_probe(states_train[:, l], target_train, lam)
+        pred = states_test[:, l] @ coef[:-1] + coef[-1]
+        out.append((pred - target_test) ** 2)
+    return np.array(out)
+
+
+def risk_by_steps(
+    train: sreg.Tasks,
+    test: sreg.Tasks,
+    K_max: int,
+    method: str = "PtO",
+    normalize: sreg.Normalize = "l2",
+) -> np.ndarray:
+    """Held-out excess risks (K_max+1, T_test) of ``k = 0..K_max`` gradient steps, ``method``
+    'GD' or 'PtO' (preprocess-then-optimize), the step size tuned for each ``k`` on ``train``
+    (:func:`softmax_icl.sparse_regression.tune_gd` / ``tune_pto``): the yardstick of the layer-wise
+    probes. Derived in :doc:`/book/multihead_experiment`."""
+    K_max = as_positive_int(K_max, "K_max")
+    if method not in ("GD", "PtO"):
+        raise ValueError(f"method must be 'GD' or 'PtO', got {method!r}")
+
+    def run(eta: float, k: int) -> np.ndarray:
+        if method == "GD":
+            return sreg.gradient_descent(test.X, test.y, eta, k)
+        return sreg.preprocess_then_optimize(test.X, test.y, eta, k, normalize=normalize)
+
+    if method == "GD":
+        tuning = sreg.tune_gd(train, K_max=K_max)
+    else:
+        tuning = sreg.tune_pto(train, K_max=K_max, normalize=normalize)
+    etas = tuning.axes["eta"]
+    return np.array(
+        [
+            sreg.excess_risk(run(float(etas[np.argmin(tuning.risk[:, k])]), k), test.w_star)
+            for k in range(K_max + 1)
+        ]
+    )
+
+
+# ---- command line -------------------------------------------------------------------------------
+
+
+def _run(config: Config, directory: pathlib.Path, config_path: str) -> dict[str, Any]:
+    from tqdm import tqdm
+
+    with tqdm(total=config.steps, desc=config.name, unit="step") as bar:
+        result = train(config, bar)
+    risks = evaluate(config, result["params"])
+    metadata = {
+        "seed": config.seed,
+        "steps": config.steps,
+        "final_loss": result["final_loss"],
+        "loss_curve": [float(f"{x:.6g}") for x in result["losses"]],
+        "wall_seconds": round(result["wall_seconds"], 2),
+        "steps_per_second": round(result["steps_per_second"], 2),
+        "eval": {
+            "n": config.eval_n,
+            "tasks": config.eval_tasks,
+            "seed": config.eval_seed,
+            "excess_risk": float(risks.mean()),
+            "standard_error": float(risks.std(ddof=1) / np.sqrt(risks.size)),
+        },
+        "version": __version__,
+        "jax": jax.__version__,
+        "optax": optax.__version__,
+        "machine": f"{platform.machine()} {platform.system()}, {os.cpu_count()} cores",
+        "command": recreate_command(config_path, config.name),
+    }
+    save_checkpoint(directory, config, result["params"], metadata)
+    return metadata
+
+
+def main(argv: Iterable[str] | None = None) -> None:
+    """Command line: train the runs of ``--config`` (or those named by ``--only``) and write their
+    checkpoints and metadata next to the config. Derived in :doc:`/book/multihead_experiment`."""
+    parser = argparse.ArgumentParser(
+        prog=f"python -m {MODULE}", description=(__doc__ or "").splitlines()[0]
+    )
+    parser.add_argument(
+        "--config", required=True, help="JSON file {'defaults': {...}, 'runs': [...]}"
+    )
+    parser.add_argument(
+        "--out", default=None, help="output directory (default: the config's directory)"
+    )
+    parser.add_argument("--only", nargs="*", default=None, help="names of the runs to train")
+    args = parser.parse_args(None if argv is None else list(argv))
+    out = pathlib.Path(args.out) if args.out else pathlib.Path(args.config).parent
+    configs = load_configs(args.config)
+    if args.only:
+        unknown = set(args.only) - {c.name for c in configs}
+        if unknown:
+            raise SystemExit(f"unknown run name(s) {sorted(unknown)} in {args.config}")
+    total = time.perf_counter()
+    for config in configs:
+        if args.only and config.name not in args.only:
+            continue
+        meta = _run(config, out, args.config)
+        print(
+            f"{config.name}: {meta['wall_seconds']:.1f} s, {meta['steps_per_second']:.1f} steps/s, "
+            f"final loss {meta['final_loss']:.4f}, excess risk (n={config.eval_n}) "
+            f"{meta['eval']['excess_risk']:.4f} ± {meta['eval']['standard_error']:.4f}",
+            flush=True,
+        )
+    print(f"total wall time {time.perf_counter() - total:.1f} s")
+
+
+if __name__ == "__main__":
+    main()
