@@ -825,6 +825,40 @@ def check_data_shift_identity(
     )
 
 
+def _symbolic_softmax(z: sp.Matrix) -> sp.Matrix:
+    e = z.applyfunc(sp.exp)
+    return e / sum(e)
+
+
+def check_shift_identities_symbolic(n: int = 3, d: int = 2) -> Evidence:
+    """On symbolic ``A``, ``A'``, ``x``, ``b``, ``η``: with ``x' = x − η∇L(x)`` (closed form ``Aᵀ J c``) and
+    ``b̃ = b − (f(x') − f(x))``, ``f(x) − b̃ = f(x') − b`` exactly; likewise for a data step ``A → A'``."""
+    A, A2 = sp.Matrix(n, d, sp.symbols(f"a0:{n * d}")), sp.Matrix(n, d, sp.symbols(f"c0:{n * d}"))
+    x, b = sp.Matrix(sp.symbols(f"x0:{d}")), sp.Matrix(sp.symbols(f"b0:{n}"))
+    eta = sp.Symbol("eta", positive=True)
+    f = _symbolic_softmax(A * x)
+    J = sp.diag(*f) - f * f.T
+    x_next = x - eta * A.T * J * (f - b)
+    for f_old, f_new in ((f, _symbolic_softmax(A * x_next)), (f, _symbolic_softmax(A2 * x))):
+        b_tilde = b - (f_new - f_old)
+        residual = (f_old - b_tilde) - (f_new - b)
+        assert all(sp.expand(e) == 0 for e in residual), "the shifted target does not reproduce the step"
+    return Evidence("symbolic", f"n={n}, d={d}, symbolic A, A', x, b, η", 0.0)
+
+
+def check_correspondence_symbolic(n: int = 3, d: int = 2) -> Evidence:
+    """``ΔA = A Δx x_tᵀ/‖x_t‖²`` gives ``(A + ΔA)x_t = A x_{t+1}`` and ``ΔAᵀΔA = (‖AΔx‖²/‖x_t‖⁴) x_t x_tᵀ`` (rank one,
+    so ``‖ΔA‖₂ = ‖AΔx‖/‖x_t‖``), exactly, on symbolic ``A``, ``x_t``, ``x_{t+1}``."""
+    A = sp.Matrix(n, d, sp.symbols(f"a0:{n * d}"))
+    x_t, x_next = sp.Matrix(sp.symbols(f"x0:{d}")), sp.Matrix(sp.symbols(f"y0:{d}"))
+    s = (x_t.T * x_t)[0]
+    u = A * (x_next - x_t)
+    dA = u * x_t.T / s
+    assert all(sp.cancel(e) == 0 for e in (A + dA) * x_t - A * x_next), "(A + ΔA) x_t != A x_{t+1}"
+    assert all(sp.cancel(e) == 0 for e in dA.T * dA - (u.T * u)[0] / s**2 * x_t * x_t.T), "ΔAᵀΔA is not rank one"
+    return Evidence("symbolic", f"n={n}, d={d}", 0.0)
+
+
 def check_data_shift_bound(
     target: Callable = lz._data_shift_target, constant: Callable = lz.lipschitz_constant
 ) -> Evidence:
@@ -979,7 +1013,7 @@ CLAIMS = [
         CHAPTER,
         "A gradient step is a target shift",
         "ours (shape: LSXYZ23, main theorem)",
-        (check_weight_shift_identity, check_weight_shift_bound),
+        (check_shift_identities_symbolic, check_weight_shift_identity, check_weight_shift_bound),
     ),
     Claim(
         "lem-lip-attention-step",
@@ -993,7 +1027,7 @@ CLAIMS = [
         CHAPTER,
         "An attention step is a target shift",
         "ours (shape: LSXYZ23, main theorem)",
-        (check_data_shift_identity, check_data_shift_bound),
+        (check_shift_identities_symbolic, check_data_shift_identity, check_data_shift_bound),
     ),
     Claim(
         "lem-lip-attention-regression",
@@ -1007,7 +1041,7 @@ CLAIMS = [
         CHAPTER,
         "A weight step is a rank-one data step",
         "ours",
-        (check_correspondence,),
+        (check_correspondence_symbolic, check_correspondence),
     ),
 ]
 
