@@ -21,6 +21,7 @@ import numpy as np
 
 from . import softmax_regression as sr
 from ._validate import as_matrix, as_nonnegative_float, as_positive_int, as_vector
+from .notation import softmax_last_axis
 
 __all__ = [
     "exp_entry_bounds",
@@ -55,14 +56,7 @@ def _radius(R: object) -> float:
 
 
 def _predict(A: np.ndarray, x: np.ndarray) -> np.ndarray:
-    z = (A @ x[..., None])[..., 0]
-    e = np.exp(z - np.max(z, axis=-1, keepdims=True))
-    return e / np.sum(e, axis=-1, keepdims=True)
-
-
-def _row_softmax(Z: np.ndarray) -> np.ndarray:
-    E = np.exp(Z - np.max(Z, axis=-1, keepdims=True))
-    return E / np.sum(E, axis=-1, keepdims=True)
+    return softmax_last_axis((A @ x[..., None])[..., 0])
 
 
 def _jacobian_norm(p: np.ndarray) -> np.ndarray:
@@ -83,7 +77,7 @@ def _data_shift_target(
 
 
 def _attention_layer(X: np.ndarray, W: np.ndarray, W_V: np.ndarray) -> np.ndarray:
-    return X + _row_softmax(X @ W @ np.swapaxes(X, -1, -2)) @ (X @ W_V)
+    return X + softmax_last_axis(X @ W @ np.swapaxes(X, -1, -2)) @ (X @ W_V)
 
 
 def _attention_step_row_bound(X: np.ndarray, W_V: np.ndarray) -> np.ndarray:
@@ -258,7 +252,7 @@ def self_attention(X: np.ndarray, W: np.ndarray, W_V: np.ndarray) -> np.ndarray:
     Derived in :doc:`/book/lipschitz`.
     """
     X, W, W_V = _attention_arguments(X, W, W_V)
-    return _row_softmax(X @ W @ X.T) @ (X @ W_V)
+    return softmax_last_axis(X @ W @ X.T) @ (X @ W_V)
 
 
 def attention_layer(X: np.ndarray, W: np.ndarray, W_V: np.ndarray) -> np.ndarray:

@@ -13,7 +13,7 @@ import numpy as np
 
 from ._validate import as_array, as_matrix, as_vector
 
-__all__ = ["Order", "log_sum_exp", "softmax", "vec", "unvec", "kron"]
+__all__ = ["Order", "log_sum_exp", "softmax", "softmax_last_axis", "vec", "unvec", "kron"]
 
 Order = Literal["row", "column"]
 _NUMPY_ORDER = {"row": "C", "column": "F"}
@@ -42,6 +42,14 @@ def softmax(z: np.ndarray) -> np.ndarray:
     """
     arr = np.asarray(z)
     z = as_array(z, "z", ndim=arr.ndim if arr.ndim in (1, 2) else 1)
+    return softmax_last_axis(z)
+
+
+def softmax_last_axis(z: np.ndarray) -> np.ndarray:
+    """Unvalidated kernel of :func:`softmax` over the last axis of an array of any shape (callers validate).
+
+    Derived in :doc:`/book/notation`.
+    """
     e = np.exp(z - np.max(z, axis=-1, keepdims=True))
     return e / np.sum(e, axis=-1, keepdims=True)
 

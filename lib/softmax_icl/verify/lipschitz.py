@@ -184,7 +184,7 @@ def bound_jacobian_norm(norm: Callable = lz._jacobian_norm) -> Bound:
     """``‖diag(p) − p pᵀ‖₂ ≤ ½`` with ``p = softmax(θ)``."""
 
     def ratios(p, n, d, R, k):
-        return (norm(lz._row_softmax(p)) / lz.JACOBIAN_NORM_BOUND)[..., None]
+        return (norm(notation.softmax_last_axis(p)) / lz.JACOBIAN_NORM_BOUND)[..., None]
 
     return Bound("jacobian-norm", ("‖diag(p) − p pᵀ‖₂ ≤ ½",), lambda n, d, k: n, ratios)
 
