@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from softmax_icl import lipschitz as lz
 from softmax_icl import notation
 from softmax_icl import softmax_regression as sr
-from softmax_icl.ledger import all_claims, run_claim
+from softmax_icl.verify.legacy_ledger import all_claims, run_claim
 from softmax_icl.verify import lipschitz as checks
 
 

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from softmax_icl import notation
-from softmax_icl.ledger import all_claims, run_claim
+from softmax_icl.verify.legacy_ledger import all_claims, run_claim
 from softmax_icl.verify import notation as checks
 
 

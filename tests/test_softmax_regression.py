@@ -8,10 +8,10 @@ import pytest
 import sympy as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from softmax_icl import ledger
+from softmax_icl.verify import legacy_ledger as ledger
 from softmax_icl import softmax_regression as sr
 from softmax_icl.checks import directional_derivative
-from softmax_icl.ledger import run_claim
+from softmax_icl.verify.legacy_ledger import run_claim
 from softmax_icl.verify import softmax_regression as checks
 
 CLAIMS = checks.CLAIMS

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import Lasso, Ridge
 from softmax_icl import sparse_regression as sr
-from softmax_icl.ledger import CHAPTER_MODULES, all_claims
+from softmax_icl.verify.legacy_ledger import CHAPTER_MODULES, all_claims
 from softmax_icl.verify import sparse_regression as checks
 
 jax.config.update("jax_enable_x64", True)

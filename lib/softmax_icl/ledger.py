@@ -1,133 +1,243 @@
-"""The verification ledger: every labelled statement of the book and the checks that verify it.
+"""The verification ledger: the evidence each chapter records for its labelled statements.
 
-Each chapter's claims are declared in ``softmax_icl.verify.<chapter>`` as a list ``CLAIMS`` of
-:class:`Claim`; the chapter calls the same check functions it shows, the appendix page
-*Verification ledger* executes all of them at build time, and a test matches the registry against
-the ``prf:`` labels of the book. Rendered in :doc:`/book/ledger`.
+A chapter derives and checks each statement in visible cells, then records what the check
+established with :func:`record` (and the statement's source with :func:`claim`). Both store
+their result in the executed notebook as MyST-NB glue, so the record travels with the chapter's
+outputs: nbval checks it against a fresh execution, and the ledger page (:doc:`/book/ledger`)
+gathers it with :func:`collect` and pastes each figure from the chapter that produced it. No
+check runs twice: the ledger reads, it does not re-run.
 """
 
 from __future__ import annotations
 
-import importlib
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+import json
+import math
+import pathlib
+import re
+from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["Evidence", "Claim", "CHAPTER_MODULES", "all_claims", "run_claim", "LedgerRow", "run_ledger",
-           "render_markdown", "status_counts"]
+__all__ = ["KINDS", "Evidence", "claim", "record", "Statement", "Row", "collect", "render_markdown",
+           "summary"]
 
 Kind = Literal["symbolic", "numeric", "autodiff", "bound"]
+#: symbolic: SymPy reduced a residual to an exact zero; numeric: worst relative error against an
+#: independent route (finite differences, an explicit construction); autodiff: worst relative
+#: error against JAX; bound: worst ratio left side / right side found (≤ 1 if the bound holds).
+KINDS: tuple[str, ...] = ("symbolic", "numeric", "autodiff", "bound")
+LABEL = re.compile(r"^[a-z][a-z0-9-]*$")
+BOUND_SLACK = 1e-9  # a ratio may exceed 1 by round-off only
+MAX_DETAIL = 56  # the chapter prints one line per record; keep it on the page
+
+
+class _Plain(str):
+    """A string whose notebook display is the bare text (no quotes), for glue."""
+
+    def _repr_pretty_(self, p: object, cycle: bool) -> None:
+        p.text(str(self))  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)
 class Evidence:
-    """What one executed check established.
-
-    ``kind``: symbolic (exact SymPy zero), numeric (closed form vs finite differences or an
-    independent route), autodiff (vs JAX), bound (an inequality; ``value`` is the worst ratio
-    left/right found, which must be <= 1). ``value`` is the worst relative error, or the ratio.
-    """
-
-    kind: Kind
-    detail: str
-    value: float
-
-    def __str__(self) -> str:
-        if self.kind == "symbolic":
-            return f"symbolic ✓ ({self.detail})"
-        if self.kind == "bound":
-            return f"bound ✓ worst ratio {self.value:.4f} ({self.detail})"
-        return f"{self.kind} ✓ {self.value:.1e} ({self.detail})"
-
-
-@dataclass(frozen=True)
-class Claim:
-    """A labelled statement (``prf:lemma``/``prf:theorem``/``prf:proposition``) and its checks."""
+    """What one executed check established about one statement."""
 
     label: str
-    chapter: str
-    title: str
-    source: str
-    checks: tuple[Callable[[], Evidence], ...] = field(default_factory=tuple)
+    kind: Kind
+    value: float
+    detail: str
+
+    @property
+    def figure(self) -> str:
+        """The measured figure as the ledger shows it."""
+        if self.kind == "symbolic":
+            return "exact"
+        if self.kind == "bound":
+            return f"{self.value:.4f}"
+        return f"{self.value:.1e}"
+
+    def __str__(self) -> str:
+        return f"{self.label:<24} {self.kind:<9} {self.figure:>8}  {self.detail}"
 
 
-# One module per chapter under softmax_icl.verify, each with a list CLAIMS.
-CHAPTER_MODULES: tuple[str, ...] = ("notation", "softmax_regression", "lipschitz", "multiple_softmax_regression",
-                                     "sparse_regression", "multihead_training")
+def _glue_key(prefix: str, label: str, kind: str = "") -> str:
+    return f"{prefix}.{label}" + (f".{kind}" if kind else "")
 
 
-def all_claims() -> list[Claim]:
-    """Every registered claim, in chapter order."""
-    claims: list[Claim] = []
-    for name in CHAPTER_MODULES:
-        module = importlib.import_module(f"softmax_icl.verify.{name}")
-        claims.extend(module.CLAIMS)
-    labels = [c.label for c in claims]
-    duplicates = {x for x in labels if labels.count(x) > 1}
-    if duplicates:
-        raise ValueError(f"labels registered twice: {sorted(duplicates)}")
-    return claims
+def _glue(key: str, text: str) -> None:
+    from myst_nb import glue
+
+    glue(key, _Plain(text), display=False)
 
 
-def run_claim(claim: Claim) -> list[Evidence]:
-    """Execute every check of a claim (each raises ``AssertionError`` on failure)."""
-    if not claim.checks:
-        raise ValueError(f"claim {claim.label!r} has no checks")
-    return [check() for check in claim.checks]
+def _check_label(label: object) -> str:
+    if not isinstance(label, str) or not LABEL.match(label):
+        raise ValueError(f"label must be a statement label like 'lem-vec-row', got {label!r}")
+    return label
+
+
+def claim(label: str, source: str) -> None:
+    """Record where a statement comes from: ``"ours"`` or the paper and, where known, its numbering."""
+    _check_label(label)
+    if not isinstance(source, str) or not source.strip() or "|" in source or "\n" in source:
+        raise ValueError(f"source must be a non-empty one-line string without '|', got {source!r}")
+    _glue(_glue_key("claim", label), source.strip())
+
+
+def record(label: str, kind: Kind, value: float, detail: str, *,
+           tolerance: float | None = None) -> Evidence:
+    """Record the evidence of a check that has just passed, print it, and return it.
+
+    ``value``: the number of nonzero residual entries (symbolic: must be 0), the worst relative
+    error (numeric, autodiff: must be ≤ ``tolerance``, which is then required) or the worst ratio
+    (bound: must be ≤ 1). A value that does not meet its criterion raises ``AssertionError``, so a
+    record can never claim more than the check showed.
+    """
+    _check_label(label)
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"value must be a finite number >= 0, got {value!r}")
+    if not isinstance(detail, str) or "|" in detail or "\n" in detail or len(detail) > MAX_DETAIL:
+        raise ValueError(f"detail must be one line of at most {MAX_DETAIL} characters without '|', got {detail!r}")
+    needs_tolerance = kind in ("numeric", "autodiff")
+    if needs_tolerance != (tolerance is not None):
+        raise ValueError(f"a {kind} record {'needs' if needs_tolerance else 'takes no'} tolerance")
+    if kind == "symbolic" and value != 0:
+        raise AssertionError(f"{label}: symbolic residual has {value} nonzero entries")
+    if needs_tolerance and not value <= tolerance:  # type: ignore[operator]
+        raise AssertionError(f"{label}: {kind} error {value:.3e} exceeds the tolerance {tolerance:.1e}")
+    if kind == "bound" and value > 1 + BOUND_SLACK:
+        raise AssertionError(f"{label}: the bound is violated, worst ratio {value!r} > 1")
+    evidence = Evidence(label, kind, float(value), detail)
+    _glue(_glue_key("ev", label, kind), evidence.figure)
+    print(evidence)
+    return evidence
+
+
+# ---- gathering the record from the executed chapters ----------------------------------------
+
+STATEMENT = re.compile(r"^\s*(:{3,}|`{3,})\{prf:(lemma|theorem|proposition|corollary)\}\s*(.*)$")
+OPTION_LABEL = re.compile(r"^\s*:label:\s*(\S+)")
 
 
 @dataclass(frozen=True)
-class LedgerRow:
-    """A claim with the evidence its checks produced (or the failure message) and the time taken."""
+class Statement:
+    """A labelled ``prf:`` statement of a chapter."""
 
-    claim: Claim
-    evidence: tuple[Evidence, ...]
-    error: str | None
-    seconds: float
-
-
-def run_ledger(claims: list[Claim] | None = None) -> list[LedgerRow]:
-    """Execute every claim's checks; a failing check is recorded, not swallowed (see ``error``)."""
-    rows = []
-    for claim in claims if claims is not None else all_claims():
-        start = time.perf_counter()
-        try:
-            evidence, error = tuple(run_claim(claim)), None
-        except AssertionError as exc:
-            evidence, error = (), f"{type(exc).__name__}: {exc}"
-        rows.append(LedgerRow(claim, evidence, error, time.perf_counter() - start))
-    return rows
+    label: str
+    kind: str
+    title: str
+    chapter: str  # docname, e.g. "book/notation"
 
 
-def _cell(evidence: tuple[Evidence, ...], kind: Kind) -> str:
-    found = [e for e in evidence if e.kind == kind]
-    if not found:
-        return "—"
-    if kind == "symbolic":
-        return "✓ " + "; ".join(e.detail for e in found)
-    if kind == "bound":
-        return "✓ worst ratio " + ", ".join(f"{e.value:.4f}" for e in found)
-    return "✓ " + f"{max(e.value for e in found):.1e}"
+@dataclass(frozen=True)
+class Row:
+    """A statement, its recorded source and evidence (figure text by kind)."""
+
+    statement: Statement
+    source: str | None
+    figures: dict[str, str]
 
 
-def render_markdown(rows: list[LedgerRow]) -> str:
-    """The ledger as a MyST table: each claim links to its statement and its chapter."""
-    header = ("| claim | chapter | source | symbolic | numeric (worst rel. error) | autodiff (worst rel. error) "
-              "| bound tightness |\n|---|---|---|---|---|---|---|")
-    lines = [header]
+def _statements(chapter: str, markdown: str) -> list[Statement]:
+    found = []
+    lines = markdown.splitlines()
+    for i, line in enumerate(lines):
+        m = STATEMENT.match(line)
+        if not m:
+            continue
+        label = None
+        for option in lines[i + 1:]:
+            if not option.strip().startswith(":") or option.strip().startswith(":::"):
+                break
+            if o := OPTION_LABEL.match(option):
+                label = o.group(1)
+        if label is None:
+            raise ValueError(f"{chapter}: statement without a :label: — {line.strip()}")
+        found.append(Statement(label, m.group(2), m.group(3).strip(), chapter))
+    return found
+
+
+def _glued(notebook: dict) -> tuple[dict[str, str], list[str]]:
+    """Glue key → text of every glued output of an executed notebook, and the error outputs."""
+    glued, errors = {}, []
+    for cell in notebook.get("cells", []):
+        for output in cell.get("outputs", []):
+            if output.get("output_type") == "error":
+                errors.append(f"{output.get('ename')}: {output.get('evalue')}")
+            name = output.get("metadata", {}).get("scrapbook", {}).get("name")
+            if name is None:
+                continue
+            data = output.get("data", {})
+            text = next((v for k, v in data.items() if k.endswith("text/plain")), None)
+            if name in glued:
+                errors.append(f"glue key {name!r} recorded twice")
+            glued[name] = "".join(text) if isinstance(text, list) else str(text)
+    return glued, errors
+
+
+def collect(root: str | pathlib.Path, chapters: list[str]) -> tuple[list[Row], list[str]]:
+    """Read the executed chapters (docnames, ``book/notation``) and pair every labelled statement
+    with its recorded source and evidence. Returns the rows and a list of problems: a statement
+    with no source or no evidence, evidence for a label the chapter does not state, a record in
+    an unknown kind, an error output, a statement labelled twice."""
+    root = pathlib.Path(root)
+    rows, problems, seen = [], [], {}
+    for chapter in chapters:
+        path = root / f"{chapter}.ipynb"
+        notebook = json.loads(path.read_text(encoding="utf-8"))
+        markdown = "\n".join("".join(c["source"]) for c in notebook["cells"] if c["cell_type"] == "markdown")
+        statements = _statements(chapter, markdown)
+        glued, errors = _glued(notebook)
+        problems += [f"{chapter}: {e}" for e in errors]
+        labels = {s.label for s in statements}
+        for key in glued:
+            prefix, _, rest = key.partition(".")
+            if prefix not in ("claim", "ev"):
+                continue
+            label, _, kind = rest.partition(".")
+            if label not in labels:
+                problems.append(f"{chapter}: evidence recorded for {label!r}, which the chapter does not state")
+            if prefix == "ev" and kind not in KINDS:
+                problems.append(f"{chapter}: evidence of unknown kind {kind!r} for {label!r}")
+        for s in statements:
+            if s.label in seen:
+                problems.append(f"{s.label} stated twice ({seen[s.label]} and {chapter})")
+            seen[s.label] = chapter
+            source = glued.get(_glue_key("claim", s.label))
+            figures = {k: glued[_glue_key("ev", s.label, k)] for k in KINDS if _glue_key("ev", s.label, k) in glued}
+            if source is None:
+                problems.append(f"{chapter}: {s.label} has no recorded source (ledger.claim)")
+            if not figures:
+                problems.append(f"{chapter}: {s.label} has no recorded evidence (ledger.record)")
+            rows.append(Row(s, source, figures))
+    return rows, problems
+
+
+def _short_name(chapter: str) -> str:
+    return chapter.rsplit("/", 1)[-1].replace("_", " ")
+
+
+def render_markdown(rows: list[Row]) -> str:
+    """The ledger as a MyST table. Each figure is pasted (glue) from the chapter that recorded it,
+    so the built page shows what that chapter's execution produced."""
+    lines = ["| statement | chapter | source | " + " | ".join(KINDS) + " |",
+             "|---|---|---|" + "---|" * len(KINDS)]
     for row in rows:
-        c = row.claim
-        status = [_cell(row.evidence, k) for k in ("symbolic", "numeric", "autodiff", "bound")]
-        if row.error is not None:
-            status = ["**FAILED**: " + row.error.replace("|", "\\|").splitlines()[0]] + [""] * 3
-        lines.append(f"| {{prf:ref}}`{c.label}` | {{doc}}`/{c.chapter}` | {c.source} | " + " | ".join(status) + " |")
+        s = row.statement
+        title = s.title or s.label
+        cells = [f"{{prf:ref}}`{title} <{s.label}>`", f"{{doc}}`{_short_name(s.chapter)} </{s.chapter}>`",
+                 f"{{glue:text}}`/{s.chapter}.ipynb::claim.{s.label}:s`"]
+        for kind in KINDS:
+            cells.append(f"{{glue:text}}`/{s.chapter}.ipynb::ev.{s.label}.{kind}:s`" if kind in row.figures else "—")
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def status_counts(rows: list[LedgerRow]) -> dict[str, int]:
-    """How many claims carry each kind of evidence, and how many failed."""
-    counts = {"claims": len(rows), "failed": sum(r.error is not None for r in rows)}
-    for kind in ("symbolic", "numeric", "autodiff", "bound"):
-        counts[kind] = sum(any(e.kind == kind for e in r.evidence) for r in rows)
+def summary(rows: list[Row]) -> dict[str, int]:
+    """How many statements there are, how many carry each kind of evidence, and how many are ours."""
+    counts = {"statements": len(rows), "chapters": len({r.statement.chapter for r in rows}),
+              "ours": sum(1 for r in rows if (r.source or "").lower().startswith("ours"))}
+    for kind in KINDS:
+        counts[kind] = sum(kind in r.figures for r in rows)
     return counts

@@ -26,7 +26,7 @@ from .. import lipschitz as lz
 from .. import notation
 from .. import softmax_regression as sr
 from ..checks import assert_close
-from ..ledger import Claim, Evidence
+from .legacy_ledger import Claim, Evidence
 
 RATIO_TOL = 1e-9  # round-off allowance on a ratio (the bounds hold exactly in real arithmetic)
 RANDOM_SIZES: tuple[tuple[int, int, int], ...] = (

@@ -17,7 +17,7 @@ import numpy as np
 from .. import multihead_training as mt
 from .. import transformer as tf
 from ..checks import assert_close
-from ..ledger import Claim, Evidence
+from .legacy_ledger import Claim, Evidence
 
 Predict = Callable[..., jax.Array]
 

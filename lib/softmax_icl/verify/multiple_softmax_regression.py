@@ -32,7 +32,7 @@ from ..checks import (
     numerical_gradient,
     numerical_jacobian,
 )
-from ..ledger import Claim, Evidence
+from .legacy_ledger import Claim, Evidence
 
 CHAPTER = "book/tensor_trick"
 RTOL_AUTODIFF = 1e-10

@@ -16,7 +16,7 @@ import sympy as sp
 
 from .. import notation
 from ..checks import assert_close
-from ..ledger import Claim, Evidence
+from .legacy_ledger import Claim, Evidence
 
 Kron = Callable[[np.ndarray, np.ndarray], np.ndarray]
 

@@ -23,7 +23,7 @@ import sympy as sp
 
 from .. import softmax_regression as sr
 from ..checks import assert_close, numerical_gradient, numerical_jacobian
-from ..ledger import Claim, Evidence
+from .legacy_ledger import Claim, Evidence
 
 SEEDS: tuple[int, ...] = (0, 1, 2)
 N, D = 200, 20

@@ -22,7 +22,7 @@ import sympy as sp
 from .. import sparse_regression as sr
 from .. import transformer as tf
 from ..checks import assert_close
-from ..ledger import Claim, Evidence
+from .legacy_ledger import Claim, Evidence
 
 
 def _require_x64() -> None:
