@@ -1,0 +1,126 @@
+"""JupyterLab from ``.venv`` (what ``make lab`` starts): it serves the book and lists its notebooks.
+
+The server runs headless on a port the operating system picks, with a fresh token and its own
+configuration and runtime directories; the test asks its REST API for the book's folder, one
+notebook and the kernel specifications, then shuts it down through the API.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import secrets
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+
+import pytest
+
+JUPYTER = pathlib.Path(sys.executable).parent / "jupyter"
+STARTUP_TIMEOUT_S = 120
+
+
+def server_info(runtime: pathlib.Path, proc: subprocess.Popen[str]) -> dict[str, object]:
+    """Wait for the server's ``jpserver-<pid>.json`` and return it (URL, port, token)."""
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    info_file = runtime / f"jpserver-{proc.pid}.json"
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            log = proc.stdout.read()[-4000:]
+            pytest.fail(f"jupyter lab exited with status {proc.returncode} before serving:\n{log}")
+        if info_file.is_file():
+            try:
+                return json.loads(info_file.read_text())
+            except json.JSONDecodeError:
+                pass  # written but not yet complete
+        time.sleep(0.2)
+    pytest.fail(f"jupyter lab wrote no {info_file.name} within {STARTUP_TIMEOUT_S} s")
+
+
+@pytest.fixture(scope="module")
+def lab(root: pathlib.Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """Start ``jupyter lab book`` as ``make lab`` does, headless; yield (base URL, token); stop it."""
+    assert JUPYTER.is_file(), f"{JUPYTER} is missing: is jupyterlab installed in the environment?"
+    home = tmp_path_factory.mktemp("lab")
+    token = secrets.token_hex(16)
+    env = {**os.environ, "JUPYTER_CONFIG_DIR": str(home / "config"), "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
+           "JUPYTER_DATA_DIR": str(home / "data"), "JUPYTER_PLATFORM_DIRS": "1"}
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        [str(JUPYTER), "lab", "book", "--no-browser", "--ip=127.0.0.1", "--port=0",
+         f"--IdentityProvider.token={token}", "--ServerApp.port_retries=0",
+         *(["--allow-root"] if os.geteuid() == 0 else [])],
+        cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        info = server_info(home / "runtime", proc)
+        base = f"http://127.0.0.1:{info['port']}"
+        print(f"jupyter lab serving on port {info['port']} after {time.perf_counter() - start:.1f} s")
+        yield base, token
+        try:
+            urllib.request.urlopen(urllib.request.Request(f"{base}/api/shutdown?token={token}", method="POST"),
+                                   timeout=10)
+            proc.wait(timeout=30)
+        except (urllib.error.URLError, subprocess.TimeoutExpired):
+            pass
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        proc.stdout.close()
+
+
+def get(base: str, token: str, path: str) -> tuple[int, str]:
+    with urllib.request.urlopen(f"{base}{path}{'&' if '?' in path else '?'}token={token}", timeout=30) as r:
+        return r.status, r.read().decode()
+
+
+def test_lab_lists_the_books_notebooks(lab: tuple[str, str], root: pathlib.Path) -> None:
+    base, token = lab
+    status, body = get(base, token, "/api/contents/?content=1")
+    assert status == 200
+    listing = json.loads(body)
+    served = {item["name"] for item in listing["content"] if item["type"] == "notebook"}
+    on_disk = {p.name for p in (root / "book").glob("*.ipynb")}
+    assert on_disk, "book/ holds no notebook"
+    assert served == on_disk, f"JupyterLab lists {sorted(served)}, book/ holds {sorted(on_disk)}"
+
+
+def test_lab_opens_a_chapter(lab: tuple[str, str], root: pathlib.Path) -> None:
+    base, token = lab
+    status, body = get(base, token, "/api/contents/notation.ipynb?content=1")
+    assert status == 200
+    model = json.loads(body)
+    assert model["type"] == "notebook" and model["format"] == "json"
+    cells_on_disk = len(json.loads((root / "book" / "notation.ipynb").read_text())["cells"])
+    assert len(model["content"]["cells"]) == cells_on_disk
+
+
+def test_lab_front_end_and_kernel_come_from_the_environment(lab: tuple[str, str]) -> None:
+    base, token = lab
+    status, page = get(base, token, "/lab")
+    assert status == 200
+    assert '"appName": "JupyterLab"' in page or '"appName":"JupyterLab"' in page, "/lab did not serve JupyterLab"
+    status, body = get(base, token, "/api/kernelspecs")
+    specs = json.loads(body)
+    default = specs["kernelspecs"][specs["default"]]["spec"]
+    interpreter = default["argv"][0]
+    # jupyter_client runs a spec whose argv starts with a bare "python" with the server's own interpreter.
+    bare = {"python", f"python{sys.version_info[0]}", "python{}.{}".format(*sys.version_info[:2])}
+    assert interpreter in bare or pathlib.Path(interpreter).resolve() == pathlib.Path(sys.executable).resolve(), (
+        f"the default kernel {specs['default']!r} runs {interpreter!r}, not the environment's {sys.executable}")
+
+
+def test_lab_refuses_requests_without_the_token(lab: tuple[str, str]) -> None:
+    base, _ = lab
+    with pytest.raises(urllib.error.HTTPError) as excinfo:
+        urllib.request.urlopen(f"{base}/api/contents/", timeout=30)
+    assert excinfo.value.code == 403
