@@ -2,9 +2,10 @@
 
 Over every page: mathematics typeset by the locally served MathJax (no raw TeX delimiters left,
 no MathJax error), every image loaded, every internal link and anchor resolving, theorem and
-lemma cross-references resolved; the search page finds "Hessian". A screenshot of one chapter is
-saved under ``_build/screenshots`` for the record. Needs Debian's ``chromium`` (``.ci/run``
-installs it) or a Chromium named by the environment variable ``CHROMIUM``.
+lemma cross-references resolved; the search page finds "Hessian"; at a 1280 px wide window no
+code cell of a chapter (its input or its output) scrolls sideways. A screenshot of one chapter is
+saved under ``_build/screenshots`` for the record. Needs Chromium on the ``PATH`` (``make test``
+installs Debian's package when it is missing) or one named by the environment variable ``CHROMIUM``.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ RAW_TEX = ("$$", "\\(", "\\)", "\\[", "\\]", "\\begin{", "\\frac", "\\mathbb", "
 def chromium_path() -> str:
     path = os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
     if path is None:
-        pytest.fail("no Chromium found: install Debian's package (apt-get install chromium) or set CHROMIUM=/path")
+        pytest.fail("no Chromium found: run make test (it installs Debian's chromium) or set CHROMIUM=/path")
     return path
 
 
@@ -159,6 +160,61 @@ def test_every_page_renders_in_chromium(server: tuple[str, pathlib.Path], browse
     assert xrefs > 0, "no theorem/lemma cross-reference found on any page"
     mathjax_errors = [m for m in console_errors if "mathjax" in m.lower()]
     assert not mathjax_errors, mathjax_errors
+
+
+PAGE_WIDTH_PX = 1280
+
+# Every box of a code cell that could scroll sideways: the input's and the outputs' <pre>, and any
+# output element the theme lets scroll (overflow-x auto or scroll), e.g. wide tables or formulas.
+SIDEWAYS_SCROLL_JS = """async () => {
+  await document.fonts.ready;
+  const found = [];
+  let measured = 0;
+  const cells = [...document.querySelectorAll('div.cell')];
+  cells.forEach((cell, i) => {
+    const input = cell.querySelector('.cell_input pre');
+    const first = input ? input.textContent.split('\\n')[0].slice(0, 50) : '';
+    const boxes = new Set(cell.querySelectorAll('.cell_input pre, .cell_output pre'));
+    cell.querySelectorAll('.cell_output *').forEach(e => {
+      if (['auto', 'scroll'].includes(getComputedStyle(e).overflowX)) boxes.add(e);
+    });
+    boxes.forEach(e => {
+      measured++;
+      if (e.scrollWidth > e.clientWidth + 1) {
+        const longest = Math.max(...e.textContent.split('\\n').map(l => l.length));
+        found.push({cell: i + 1, part: e.closest('.cell_input') ? 'input' : 'output',
+                    tag: e.tagName.toLowerCase(), scroll: e.scrollWidth, client: e.clientWidth,
+                    longest: longest, first: first});
+      }
+    });
+  });
+  return {cells: cells.length, measured: measured, found: found};
+}"""
+
+
+def test_no_code_cell_scrolls_sideways(server: tuple[str, pathlib.Path], browser, root: pathlib.Path) -> None:
+    """At a 1280 px wide window, no input or output box of any chapter's code cells scrolls sideways."""
+    base, html = server
+    chapters = sorted(f"book/{p.stem}.html" for p in (root / "book").glob("*.ipynb"))
+    missing = [rel for rel in chapters if not (html / rel).is_file()]
+    assert not missing, f"chapters without a page in the built site: {missing}"
+    page = browser.new_page(viewport={"width": PAGE_WIDTH_PX, "height": 900})
+    offenders: list[str] = []
+    cells = measured = 0
+    for rel in chapters:
+        page.goto(f"{base}/{rel}", wait_until="load")
+        result = page.evaluate(SIDEWAYS_SCROLL_JS)
+        cells += result["cells"]
+        measured += result["measured"]
+        offenders += [f"{rel} code cell {f['cell']} ({f['first']!r}): {f['part']} <{f['tag']}> is {f['scroll']} px "
+                      f"wide in a {f['client']} px box (longest line {f['longest']} characters)"
+                      for f in result["found"]]
+    page.close()
+    print(f"{len(chapters)} chapters, {cells} code cells, {measured} boxes measured at {PAGE_WIDTH_PX} px")
+    assert cells > 0 and measured > 0, "no code cell found on any chapter page: has the theme's markup changed?"
+    if offenders:
+        pytest.fail(f"{len(offenders)} code-cell boxes scroll sideways at a {PAGE_WIDTH_PX} px wide window:\n"
+                    + "\n".join(offenders), pytrace=False)
 
 
 def test_mathjax_is_served_locally(server: tuple[str, pathlib.Path]) -> None:
