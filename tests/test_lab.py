@@ -2,7 +2,8 @@
 
 The server runs headless on a port the operating system picks, with a fresh token and its own
 configuration and runtime directories; the test asks its REST API for the book's folder, one
-notebook and the kernel specifications, then shuts it down through the API.
+notebook and the front end, starts a kernel and asks it which Python and which library it runs,
+then shuts the server down through the API.
 """
 
 from __future__ import annotations
@@ -42,8 +43,8 @@ def server_info(runtime: pathlib.Path, proc: subprocess.Popen[str]) -> dict[str,
 
 
 @pytest.fixture(scope="module")
-def lab(root: pathlib.Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
-    """Start ``jupyter lab book`` as ``make lab`` does, headless; yield (base URL, token); stop it."""
+def lab(root: pathlib.Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, pathlib.Path]]:
+    """Start ``jupyter lab book`` as ``make lab`` does, headless; yield (base URL, token, runtime dir); stop it."""
     assert JUPYTER.is_file(), f"{JUPYTER} is missing: is jupyterlab installed in the environment?"
     home = tmp_path_factory.mktemp("lab")
     token = secrets.token_hex(16)
@@ -60,7 +61,7 @@ def lab(root: pathlib.Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         info = server_info(home / "runtime", proc)
         base = f"http://127.0.0.1:{info['port']}"
         print(f"jupyter lab serving on port {info['port']} after {time.perf_counter() - start:.1f} s")
-        yield base, token
+        yield base, token, home / "runtime"
         try:
             urllib.request.urlopen(urllib.request.Request(f"{base}/api/shutdown?token={token}", method="POST"),
                                    timeout=10)
@@ -78,13 +79,20 @@ def lab(root: pathlib.Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         proc.stdout.close()
 
 
+def post(base: str, token: str, path: str, payload: dict[str, object]) -> dict[str, object]:
+    request = urllib.request.Request(f"{base}{path}?token={token}", data=json.dumps(payload).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as r:
+        return json.loads(r.read().decode())
+
+
 def get(base: str, token: str, path: str) -> tuple[int, str]:
     with urllib.request.urlopen(f"{base}{path}{'&' if '?' in path else '?'}token={token}", timeout=30) as r:
         return r.status, r.read().decode()
 
 
 def test_lab_lists_the_books_notebooks(lab: tuple[str, str], root: pathlib.Path) -> None:
-    base, token = lab
+    base, token, _ = lab
     status, body = get(base, token, "/api/contents/?content=1")
     assert status == 200
     listing = json.loads(body)
@@ -95,7 +103,7 @@ def test_lab_lists_the_books_notebooks(lab: tuple[str, str], root: pathlib.Path)
 
 
 def test_lab_opens_a_chapter(lab: tuple[str, str], root: pathlib.Path) -> None:
-    base, token = lab
+    base, token, _ = lab
     status, body = get(base, token, "/api/contents/notation.ipynb?content=1")
     assert status == 200
     model = json.loads(body)
@@ -104,23 +112,48 @@ def test_lab_opens_a_chapter(lab: tuple[str, str], root: pathlib.Path) -> None:
     assert len(model["content"]["cells"]) == cells_on_disk
 
 
-def test_lab_front_end_and_kernel_come_from_the_environment(lab: tuple[str, str]) -> None:
-    base, token = lab
+def test_lab_serves_the_front_end(lab: tuple[str, str, pathlib.Path]) -> None:
+    base, token, _ = lab
     status, page = get(base, token, "/lab")
     assert status == 200
     assert '"appName": "JupyterLab"' in page or '"appName":"JupyterLab"' in page, "/lab did not serve JupyterLab"
-    status, body = get(base, token, "/api/kernelspecs")
-    specs = json.loads(body)
-    default = specs["kernelspecs"][specs["default"]]["spec"]
-    interpreter = default["argv"][0]
-    # jupyter_client runs a spec whose argv starts with a bare "python" with the server's own interpreter.
-    bare = {"python", f"python{sys.version_info[0]}", "python{}.{}".format(*sys.version_info[:2])}
-    assert interpreter in bare or pathlib.Path(interpreter).resolve() == pathlib.Path(sys.executable).resolve(), (
-        f"the default kernel {specs['default']!r} runs {interpreter!r}, not the environment's {sys.executable}")
 
 
 def test_lab_refuses_requests_without_the_token(lab: tuple[str, str]) -> None:
-    base, _ = lab
+    base, _, _ = lab
     with pytest.raises(urllib.error.HTTPError) as excinfo:
         urllib.request.urlopen(f"{base}/api/contents/", timeout=30)
     assert excinfo.value.code == 403
+
+
+def test_lab_kernel_runs_the_environment_with_the_library(lab: tuple[str, str, pathlib.Path],
+                                                          root: pathlib.Path) -> None:
+    """Start a chapter's kernel through the API and ask it, over its connection file, what it runs."""
+    from jupyter_client import BlockingKernelClient
+
+    base, token, runtime = lab
+    kernel = post(base, token, "/api/kernels", {"path": ""})
+    client = BlockingKernelClient(connection_file=str(runtime / f"kernel-{kernel['id']}.json"))
+    client.load_connection_file()
+    client.start_channels()
+    printed: list[str] = []
+
+    def keep_stdout(msg: dict) -> None:
+        if msg["msg_type"] == "stream" and msg["content"]["name"] == "stdout":
+            printed.append(msg["content"]["text"])
+
+    try:
+        client.wait_for_ready(timeout=60)
+        reply = client.execute_interactive(
+            "import os, sys, softmax_icl; print(sys.prefix, softmax_icl.__file__, os.getcwd(), sep='\\n')",
+            timeout=60, output_hook=keep_stdout)
+    finally:
+        client.stop_channels()
+        urllib.request.urlopen(urllib.request.Request(f"{base}/api/kernels/{kernel['id']}?token={token}",
+                                                      method="DELETE"), timeout=30)
+    assert reply["content"]["status"] == "ok", f"the kernel could not import the library: {reply['content']}"
+    prefix, library, cwd = "".join(printed).splitlines()
+    assert pathlib.Path(prefix).resolve() == pathlib.Path(sys.prefix).resolve(), (
+        f"the kernel runs {prefix}, not the environment {sys.prefix}")
+    assert pathlib.Path(library).resolve().is_relative_to(root / "lib"), f"the kernel imports {library}"
+    assert pathlib.Path(cwd).resolve() == (root / "book").resolve(), f"the kernel starts in {cwd}, not in book/"
