@@ -17,8 +17,8 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["KINDS", "Evidence", "claim", "record", "Statement", "Row", "collect", "render_markdown",
-           "summary"]
+__all__ = ["KINDS", "Evidence", "claim", "record", "Statement", "Row", "toc_chapters", "collect",
+           "render_markdown", "summary"]
 
 Kind = Literal["symbolic", "numeric", "autodiff", "bound"]
 #: symbolic: SymPy reduced a residual to an exact zero; numeric: worst relative error against an
@@ -84,8 +84,8 @@ def claim(label: str, source: str) -> None:
 
 
 def record(label: str, kind: Kind, value: float, detail: str, *,
-           tolerance: float | None = None) -> Evidence:
-    """Record the evidence of a check that has just passed, print it, and return it.
+           tolerance: float | None = None) -> None:
+    """Record the evidence of a check that has just passed and print it as one line.
 
     ``value``: the number of nonzero residual entries (symbolic: must be 0), the worst relative
     error (numeric, autodiff: must be ≤ ``tolerance``, which is then required) or the worst ratio
@@ -97,8 +97,8 @@ def record(label: str, kind: Kind, value: float, detail: str, *,
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
         raise ValueError(f"value must be a finite number >= 0, got {value!r}")
-    if not isinstance(detail, str) or "|" in detail or "\n" in detail or len(detail) > MAX_DETAIL:
-        raise ValueError(f"detail must be one line of at most {MAX_DETAIL} characters without '|', got {detail!r}")
+    if not isinstance(detail, str) or "\n" in detail or len(detail) > MAX_DETAIL:
+        raise ValueError(f"detail must be one line of at most {MAX_DETAIL} characters, got {detail!r}")
     needs_tolerance = kind in ("numeric", "autodiff")
     if needs_tolerance != (tolerance is not None):
         raise ValueError(f"a {kind} record {'needs' if needs_tolerance else 'takes no'} tolerance")
@@ -111,7 +111,6 @@ def record(label: str, kind: Kind, value: float, detail: str, *,
     evidence = Evidence(label, kind, float(value), detail)
     _glue(_glue_key("ev", label, kind), evidence.figure)
     print(evidence)
-    return evidence
 
 
 # ---- gathering the record from the executed chapters ----------------------------------------
@@ -174,6 +173,31 @@ def _glued(notebook: dict) -> tuple[dict[str, str], list[str]]:
                 errors.append(f"glue key {name!r} recorded twice")
             glued[name] = "".join(text) if isinstance(text, list) else str(text)
     return glued, errors
+
+
+def toc_chapters(root: str | pathlib.Path) -> list[str]:
+    """The notebooks of ``_toc.yml`` in reading order, as docnames (``book/notation``).
+
+    Derived in :doc:`/book/ledger`.
+    """
+    import yaml
+
+    root = pathlib.Path(root)
+    found: list[str] = []
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            file = node.get("file")
+            if isinstance(file, str) and (root / f"{file}.ipynb").is_file():
+                found.append(file)
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk(yaml.safe_load((root / "_toc.yml").read_text(encoding="utf-8")))
+    return found
 
 
 def collect(root: str | pathlib.Path, chapters: list[str]) -> tuple[list[Row], list[str]]:

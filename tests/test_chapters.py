@@ -1,0 +1,80 @@
+"""Every chapter keeps the book's promises: public library names only, no hidden derivations,
+rendered mathematics for each labelled statement, and wrong closed forms caught when it runs."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import re
+
+import nbformat
+import pytest
+from softmax_icl import ledger
+
+PRIVATE = re.compile(r"\b(?:softmax_icl|[a-z_][a-z0-9_]*)\.(_[a-zA-Z]\w*)")
+DIFFERENTIATION = re.compile(r"\bsp\.diff\(|\.diff\(|\.jacobian\(|\bsp\.hessian\(|\.hessian\(")
+STATEMENT = re.compile(r"\{prf:(?:lemma|theorem|proposition|corollary)\}")
+# Chapters whose every statement is a differentiation identity or rests on one.
+DERIVING = ("book/notation", "book/softmax_regression")
+
+
+def chapters(root: pathlib.Path) -> list[str]:
+    return [c for c in ledger.toc_chapters(root) if c != "book/ledger"]
+
+
+def cells(root: pathlib.Path, chapter: str, kind: str) -> list[dict]:
+    notebook = json.loads((root / f"{chapter}.ipynb").read_text(encoding="utf-8"))
+    return [c for c in notebook["cells"] if c["cell_type"] == kind]
+
+
+def test_no_chapter_uses_a_private_library_name_or_the_retired_check_modules(root: pathlib.Path) -> None:
+    for chapter in chapters(root):
+        code = "\n".join("".join(c["source"]) for c in cells(root, chapter, "code"))
+        private = sorted(set(PRIVATE.findall(code)) - {"__version__", "__name__", "__file__", "__doc__"})
+        assert not private, f"{chapter} uses private names {private}"
+        assert "softmax_icl.verify" not in code, f"{chapter} imports softmax_icl.verify"
+
+
+def test_each_labelled_statement_has_a_rendered_formula(root: pathlib.Path) -> None:
+    for chapter in chapters(root):
+        statements = sum(len(STATEMENT.findall("".join(c["source"]))) for c in cells(root, chapter, "markdown"))
+        latex = sum("text/latex" in o.get("data", {}) for c in cells(root, chapter, "code") for o in c["outputs"])
+        assert latex >= statements, f"{chapter}: {statements} statements but {latex} rendered formulas"
+
+
+@pytest.mark.parametrize("chapter", DERIVING)
+def test_deriving_chapters_differentiate_in_visible_cells(root: pathlib.Path, chapter: str) -> None:
+    code = "\n".join("".join(c["source"]) for c in cells(root, chapter, "code"))
+    statements = sum(len(STATEMENT.findall("".join(c["source"]))) for c in cells(root, chapter, "markdown"))
+    assert "import sympy as sp" in code
+    assert len(DIFFERENTIATION.findall(code)) >= statements, f"{chapter}: fewer derivatives than statements"
+
+
+def run_with_patch(root: pathlib.Path, chapter: str, patch: str) -> str | None:
+    """Execute a chapter with ``patch`` run right after its first code cell (the imports); return
+    the error name and message of the first failing cell, or ``None`` if it ran through."""
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+
+    nb = nbformat.read(root / f"{chapter}.ipynb", as_version=4)
+    first = next(i for i, c in enumerate(nb.cells) if c.cell_type == "code")
+    nb.cells.insert(first + 1, nbformat.v4.new_code_cell(patch))
+    client = NotebookClient(nb, timeout=120, kernel_name="python3",
+                            resources={"metadata": {"path": str(root / "book")}})
+    try:
+        client.execute()
+    except CellExecutionError as err:
+        return f"{err.ename}: {err.evalue}"
+    return None
+
+
+WRONG_FORMS = {
+    "book/notation": "notation.kron = lambda A, B: np.kron(B, A)",
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("chapter", sorted(WRONG_FORMS))
+def test_a_wrong_closed_form_in_the_library_fails_the_chapter(root: pathlib.Path, chapter: str) -> None:
+    error = run_with_patch(root, chapter, WRONG_FORMS[chapter])
+    assert error is not None and error.startswith("AssertionError"), error
