@@ -2,7 +2,7 @@
 # make test  — set up .venv and Chromium, run pytest (library tests, nbval on every notebook, the site)
 # make lab   — set up .venv, start JupyterLab on the book's chapters
 # make lint  — ruff on the library, tests and scripts (120 columns) and on the notebooks (88 columns)
-# make clean — remove build output (keeps .venv)
+# make clean — remove build output and JupyterLab's checkpoints (keeps .venv)
 
 PYTHON ?= python3
 VENV := .venv
@@ -36,7 +36,7 @@ $(STAMP):
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-# The site test drives headless Chromium: $$CHROMIUM if set, else chromium on the PATH, else Debian's package.
+# The site test drives headless Chromium: CHROMIUM=/path if set, else chromium on the PATH, else Debian's package.
 chromium:
 	@if [ -n "$$CHROMIUM" ]; then \
 	  [ -x "$$CHROMIUM" ] || { echo "make: CHROMIUM=$$CHROMIUM is not an executable file" >&2; exit 1; }; \
@@ -59,4 +59,4 @@ lint: venv
 
 clean:
 	rm -rf _build .pytest_cache .hypothesis .ruff_cache .jupyter_cache
-	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -print | xargs rm -rf
+	find . -path ./$(VENV) -prune -o \( -name __pycache__ -o -name .ipynb_checkpoints \) -type d -print | xargs rm -rf
