@@ -21,9 +21,10 @@ __all__ = ["KINDS", "Evidence", "claim", "record", "Statement", "Row", "toc_chap
            "render_markdown", "summary"]
 
 Kind = Literal["symbolic", "numeric", "autodiff", "bound"]
-#: symbolic: SymPy reduced a residual to an exact zero; numeric: worst relative error against an
-#: independent route (finite differences, an explicit construction); autodiff: worst relative
-#: error against JAX; bound: worst ratio left side / right side found (≤ 1 if the bound holds).
+# The kinds of evidence. symbolic — SymPy reduced a residual to an exact zero; numeric — worst
+# relative error against an independent route (finite differences, an explicit construction);
+# autodiff — worst relative error against JAX; bound — worst ratio left side / right side found
+# (at most 1 if the bound holds).
 KINDS: tuple[str, ...] = ("symbolic", "numeric", "autodiff", "bound")
 LABEL = re.compile(r"^[a-z][a-z0-9-]*$")
 BOUND_SLACK = 1e-9  # a ratio may exceed 1 by round-off only
