@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._validate import as_matrix, as_vector
+from ._validate import as_array, as_matrix, as_vector
 
 __all__ = [
     "DiagonalPlusLowRank",
@@ -42,16 +42,56 @@ _LOG_MAX = float(np.log(np.finfo(np.float64).max))
 
 # ---- the weight matrices: diagonal plus low rank ---------------------------------------------
 
+def _as_weight_array(value: object, name: str, ndim: int, shape: tuple[int | None, ...]) -> np.ndarray:
+    """A float64 array through :func:`as_array`, or an object array of SymPy expressions or real numbers
+    (the symbolic checks run the library's weight formulas on SymPy entries) of the right shape."""
+    arr = np.asarray(value) if isinstance(value, np.ndarray) else None
+    if arr is None or arr.dtype != object:
+        return as_array(value, name, ndim=ndim, shape=shape)
+    import sympy as sp  # only for object arrays: symbolic entries
+
+    if arr.ndim != ndim or any(w is not None and g != w for g, w in zip(arr.shape, shape, strict=True)) \
+            or arr.size == 0:
+        raise ValueError(f"{name} must be a non-empty {ndim}-D array of shape {shape}, got shape {arr.shape}")
+    if not all(isinstance(e, sp.Expr) or (isinstance(e, int | float) and not isinstance(e, bool)) for e in arr.flat):
+        raise TypeError(f"{name} has dtype object: its entries must be SymPy expressions or real numbers")
+    return arr
+
+
 @dataclass(frozen=True)
 class DiagonalPlusLowRank:
-    """``W = diag(diagonal) + U C Uᵀ`` (``U = factors`` n×k, ``C = core`` k×k symmetric), never formed.
+    """``W = diag(diagonal) + U C Uᵀ + diag(offset)`` (``U = factors`` n×k, ``C = core`` k×k symmetric),
+    never formed. With a ``pivot`` m: ``W = Pᵀ(diag(diagonal) + U C Uᵀ)P + diag(offset)``, ``P = I − 1 e_mᵀ``
+    (the softmax weights, whose rows sum to zero), evaluated without row m of ``diagonal`` and ``U``.
 
-    Derived in :doc:`/book/softmax_regression`.
+    The pivot is the largest softmax probability: the entries of row m are of size 1 and cancel
+    when the softmax saturates, the other rows are as small as the result. Derived in
+    :doc:`/book/softmax_regression`.
     """
 
     diagonal: np.ndarray
     factors: np.ndarray
     core: np.ndarray
+    pivot: int | None = None
+    offset: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        diagonal = _as_weight_array(self.diagonal, "diagonal", 1, (None,))
+        n = diagonal.shape[0]
+        factors = _as_weight_array(self.factors, "factors", 2, (n, None))
+        k = factors.shape[1]
+        core = _as_weight_array(self.core, "core", 2, (k, k))
+        if core.dtype != object and not np.array_equal(core, core.T):
+            raise ValueError(f"core must be symmetric, got {core.tolist()!r}")
+        pivot = self.pivot
+        if pivot is not None:
+            if isinstance(pivot, bool) or not isinstance(pivot, int | np.integer) or not 0 <= pivot < n:
+                raise ValueError(f"pivot must be None or an integer index in [0, {n}), got {pivot!r}")
+            pivot = int(pivot)
+        offset = None if self.offset is None else as_vector(self.offset, "offset", length=n)
+        for name, value in (("diagonal", diagonal), ("factors", factors), ("core", core), ("pivot", pivot),
+                            ("offset", offset)):
+            object.__setattr__(self, name, value)
 
     @property
     def size(self) -> int:
@@ -72,45 +112,86 @@ class DiagonalPlusLowRank:
 
     # unvalidated versions, for arguments the library has validated already
     def _matvec(self, v: np.ndarray) -> np.ndarray:
-        return self.diagonal * v + self.factors @ (self.core @ (self.factors.T @ v))
+        m = self.pivot
+        pv = v if m is None else v - v[m]                      # P v: entry m is exactly 0
+        out = self.diagonal * pv + self.factors @ (self.core @ (self.factors.T @ pv))
+        if m is not None:                                      # Pᵀ r: entry m is −Σ_{i≠m} r_i
+            out[m] = 0.0
+            out[m] = -np.sum(out)
+        if self.offset is not None:
+            out += self.offset * v
+        return out
 
     def _sandwich(self, A: np.ndarray, v: np.ndarray) -> np.ndarray:
         return A.T @ self._matvec(A @ v)
 
     def _gram(self, A: np.ndarray) -> np.ndarray:
-        # Aᵀ diag(δ) A = s (BᵀB − 2 B_mᵀB_m) with B = sqrt|δ|∘A, s the sign of the majority of the
-        # entries of δ and B_m the rows of B of the other sign: a symmetric rank-k update (BLAS syrk,
-        # half the flops of a general product) over n rows, plus one over the minority rows.
-        delta = self.diagonal
-        B = np.sqrt(np.abs(delta))[:, None] * A
-        s = 1.0 if np.count_nonzero(delta > 0) >= delta.shape[0] / 2 else -1.0
-        minority = np.flatnonzero(s * delta < 0)
-        G = B.T @ B
-        if minority.size:
-            Bm = B.take(minority, axis=0)
-            G -= 2.0 * (Bm.T @ Bm)
-        G *= s
-        AU = A.T @ self.factors
+        m, offset = self.pivot, self.offset
+        delta = self.diagonal if offset is None else self.diagonal + offset
+        if m is None:
+            G = _weighted_gram(A, delta, overwrite=False)
+            AU = A.T @ self.factors
+        else:
+            # Aᵀ Pᵀ M P A = Ãᵀ M Ã with Ã = P A = A − 1 a_mᵀ (row m zero); diag(offset) through
+            # Aᵀ diag(o) A = Ãᵀ diag(o) Ã + h a_mᵀ + a_m hᵀ + (Σ o) a_m a_mᵀ, h = Ãᵀ o.
+            a_m = A[m].copy()
+            At = A - a_m
+            AU = At.T @ self.factors
+            h = None if offset is None else At.T @ offset
+            G = _weighted_gram(At, delta, overwrite=True)
+            if h is not None:
+                G += np.outer(h, a_m) + np.outer(a_m, h) + float(np.sum(offset)) * np.outer(a_m, a_m)
         G += AU @ self.core @ AU.T
         return 0.5 * (G + G.T)
 
     def plus_diagonal(self, extra: np.ndarray) -> DiagonalPlusLowRank:
         """``W + diag(extra)``."""
         extra = as_vector(extra, "extra", length=self.size)
-        return DiagonalPlusLowRank(self.diagonal + extra, self.factors, self.core)
+        offset = extra if self.offset is None else self.offset + extra
+        return DiagonalPlusLowRank(self.diagonal, self.factors, self.core, self.pivot, offset)
 
     def dense(self, max_size: int = 5000) -> np.ndarray:
         """The explicit ``n×n`` matrix: a reference for tests, refused above ``max_size``."""
         if self.size > max_size:
             raise ValueError(f"refusing to form a dense {self.size}×{self.size} weight matrix (max_size={max_size})")
-        return np.diag(self.diagonal) + self.factors @ self.core @ self.factors.T
+        M = np.diag(self.diagonal) + self.factors @ self.core @ self.factors.T
+        m = self.pivot
+        if m is not None:                                       # Pᵀ M P from the rows and columns ≠ m
+            M[m, :] = 0.0
+            M[:, m] = 0.0
+            rows, cols = M.sum(axis=1), M.sum(axis=0)
+            M[m, :], M[:, m] = -cols, -rows
+            M[m, m] = rows.sum()
+        if self.offset is not None:
+            M = M + np.diag(self.offset)
+        return M
+
+
+def _weighted_gram(A: np.ndarray, delta: np.ndarray, *, overwrite: bool) -> np.ndarray:
+    # Aᵀ diag(δ) A = s (BᵀB − 2 B_mᵀB_m) with B = sqrt|δ|∘A, s the sign of the majority of the
+    # entries of δ and B_m the rows of B of the other sign: a symmetric rank-k update (BLAS syrk,
+    # half the flops of a general product) over n rows, plus one over the minority rows.
+    root = np.sqrt(np.abs(delta))[:, None]
+    if overwrite:
+        A *= root
+        B = A
+    else:
+        B = root * A
+    s = 1.0 if np.count_nonzero(delta > 0) >= delta.shape[0] / 2 else -1.0
+    minority = np.flatnonzero(s * delta < 0)
+    G = B.T @ B
+    if minority.size:
+        Bm = B.take(minority, axis=0)
+        G -= 2.0 * (Bm.T @ Bm)
+    G *= s
+    return G
 
 
 # ---- validation and the shared softmax state --------------------------------------------------
 
-def _data(A: object, x: object) -> tuple[np.ndarray, np.ndarray]:
+def _data(A: object, x: object, x_name: str = "x") -> tuple[np.ndarray, np.ndarray]:
     A = as_matrix(A, "A")
-    x = as_vector(x, "x", length=A.shape[1])
+    x = as_vector(x, x_name, length=A.shape[1])
     return A, x
 
 
@@ -118,20 +199,53 @@ def _target(A: np.ndarray, b: object) -> np.ndarray:
     return as_vector(b, "b", length=A.shape[0])
 
 
+@dataclass(frozen=True)
+class _Softmax:
+    """The softmax of ``z`` with what the accurate formulas need: ``f``, the pivot ``m = argmax z``,
+    ``f − f_m = expm1(z − z_m)/s`` (accurate where ``f_i ≈ f_m``) and ``log α``."""
+
+    f: np.ndarray
+    pivot: int
+    gap: np.ndarray
+    log_alpha: float
+
+
+def _softmax(z: np.ndarray) -> _Softmax:
+    if not np.all(np.isfinite(z)):
+        raise ValueError("A @ x overflows float64 (an entry is not finite); scale A or x down")
+    m = int(np.argmax(z))
+    y = z - z[m]
+    e = np.exp(y)
+    s = float(np.sum(e))                       # 1 + Σ_{i≠m} e_i ≥ 1, a sum of positive terms
+    return _Softmax(e / s, m, np.expm1(y) / s, float(z[m]) + float(np.log(s)))
+
+
 def _state(A: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, float]:
     """``(f, log α)`` through the max-shifted exponential (no overflow)."""
-    z = A @ x
-    m = float(np.max(z))
-    e = np.exp(z - m)
-    s = float(np.sum(e))
-    return e / s, m + float(np.log(s))
+    S = _softmax(A @ x)
+    return S.f, S.log_alpha
+
+
+def _centred(f: np.ndarray, dy: np.ndarray) -> np.ndarray:
+    """``y − ⟨f, y⟩1 = Σ_j f_j (y_i − y_j)`` from ``dy = y − y_m`` (``dy_m = 0``): no term of size
+    ``|y|`` cancels, only differences of ``y`` enter."""
+    return dy - np.dot(f, dy)
+
+
+def _jacobian_of_residual(S: _Softmax, b: np.ndarray) -> np.ndarray:
+    """``u = J c = f∘(c − ⟨f, c⟩1)`` with ``c_i − c_m = (f_i − f_m) − (b_i − b_m)`` formed from the accurate
+    ``f − f_m``: relative round-off for every logit gap."""
+    dc = S.gap - (b - b[S.pivot])
+    return S.f * _centred(S.f, dc)
 
 
 def _probability(f: object) -> np.ndarray:
+    """A probability vector (entries >= 0, sum 1 within 1e-8), rescaled to sum exactly 1 up to round-off."""
     f = as_vector(f, "f")
-    if np.any(f < 0) or abs(float(np.sum(f)) - 1.0) > 1e-8:
-        raise ValueError(f"f must be a probability vector (entries >= 0, sum 1), got sum {float(np.sum(f))!r}")
-    return f
+    total = float(np.sum(f))
+    if np.any(f < 0) or abs(total - 1.0) > 1e-8:
+        raise ValueError(f"f must be a probability vector (entries >= 0, sum 1), got sum {total!r}")
+    return f / total
 
 
 def _times_exp(value: np.ndarray | float, log_scale: float, what: str) -> np.ndarray | float:
@@ -179,48 +293,55 @@ def softmax_prediction(A: np.ndarray, x: np.ndarray) -> np.ndarray:
 
 
 def softmax_jacobian_product(f: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """``J v = (diag f − f fᵀ) v = f∘v − ⟨f, v⟩ f`` in O(n). Derived in :doc:`/book/softmax_regression`."""
+    """``J v = (diag f − f fᵀ) v = f∘(v − ⟨f, v⟩1)`` in O(n). Derived in :doc:`/book/softmax_regression`."""
     f = _probability(f)
     v = as_vector(v, "v", length=f.shape[0])
-    return f * v - np.dot(f, v) * f
+    m = int(np.argmax(f))
+    return f * _centred(f, v - v[m])
 
 
 def softmax_jacobian_weights(f: np.ndarray) -> DiagonalPlusLowRank:
     """``J = diag(f) − f fᵀ`` as diagonal plus rank one. Derived in :doc:`/book/softmax_regression`."""
     f = _probability(f)
-    return DiagonalPlusLowRank(f.copy(), f[:, None], np.array([[-1.0]]))
+    return DiagonalPlusLowRank(f.copy(), f[:, None].copy(), np.array([[-1.0]]), int(np.argmax(f)))
 
 
 def softmax_jacobian(A: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """``∂f/∂x = (diag f − f fᵀ) A`` (n×d), column ``i``: ``f∘A_{*,i} − ⟨f, A_{*,i}⟩ f``. Derived in :doc:`/book/softmax_regression`."""
+    """``∂f/∂x = (diag f − f fᵀ) A`` (n×d), column ``i``: ``f∘(A_{*,i} − ⟨f, A_{*,i}⟩1)``.
+    Derived in :doc:`/book/softmax_regression`."""
     A, x = _data(A, x)
-    f = _state(A, x)[0]
-    return f[:, None] * A - np.outer(f, f @ A)
+    S = _softmax(A @ x)
+    D = A - A[S.pivot]
+    D -= S.f @ D
+    D *= S.f[:, None]
+    return D
 
 
 def softmax_prediction_second_derivative(A: np.ndarray, x: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """``Σ_ij u_i v_j ∂²f/∂x_i∂x_j = p∘q∘f − ⟨f,p⟩ f∘q − ⟨f,q⟩ f∘p − ⟨f,p∘q⟩ f + 2⟨f,p⟩⟨f,q⟩ f`` with
-    ``p = Au``, ``q = Av``, in O(nd). Derived in :doc:`/book/softmax_regression`."""
+    """``Σ_ij u_i v_j ∂²f/∂x_i∂x_j = p∘q∘f − ⟨f,p⟩ f∘q − ⟨f,q⟩ f∘p − ⟨f,p∘q⟩ f + 2⟨f,p⟩⟨f,q⟩ f = J(p̄∘q̄)`` with
+    ``p = Au``, ``q = Av``, ``p̄ = p − ⟨f,p⟩1``, ``q̄ = q − ⟨f,q⟩1``, in O(nd).
+    Derived in :doc:`/book/softmax_regression`."""
     A, x = _data(A, x)
     u = as_vector(u, "u", length=A.shape[1])
     v = as_vector(v, "v", length=A.shape[1])
-    f = _state(A, x)[0]
+    S = _softmax(A @ x)
+    f, m = S.f, S.pivot
     p, q = A @ u, A @ v
-    fp, fq = np.dot(f, p), np.dot(f, q)
-    return p * q * f - fp * f * q - fq * f * p - np.dot(f, p * q) * f + 2.0 * fp * fq * f
+    w = _centred(f, p - p[m]) * _centred(f, q - q[m])
+    return f * _centred(f, w - w[m])
 
 
 def softmax_prediction_hessian(A: np.ndarray, x: np.ndarray) -> np.ndarray:
     """``∂²f/∂x_i∂x_j`` as an (n, d, d) array (entry ``[k, i, j]``), the formula of
     :func:`softmax_prediction_second_derivative` for all ``i, j``. Derived in :doc:`/book/softmax_regression`."""
     A, x = _data(A, x)
-    f = _state(A, x)[0]
-    m = f @ A                                  # m_i = ⟨f, A_{*,i}⟩
-    fA = f[:, None] * A                        # f∘A_{*,i}
-    P = np.einsum("k,ki,kj->ij", f, A, A)      # ⟨f, A_{*,i}∘A_{*,j}⟩
-    return (fA[:, :, None] * A[:, None, :]
-            - fA[:, None, :] * m[None, :, None] - fA[:, :, None] * m[None, None, :]
-            - f[:, None, None] * P[None] + 2.0 * f[:, None, None] * np.outer(m, m)[None])
+    S = _softmax(A @ x)
+    f, m = S.f, S.pivot
+    D = A - A[m]
+    D -= f @ D                                     # rows a_k − Σ_l f_l a_l
+    T = D[:, :, None] * D[:, None, :]
+    T -= T[m].copy()
+    return f[:, None, None] * (T - np.einsum("k,kij->ij", f, T)[None])
 
 
 # ---- the normalized loss L = ½‖f − b‖² ------------------------------------------------------------
@@ -237,50 +358,50 @@ def normalized_loss(A: np.ndarray, x: np.ndarray, b: np.ndarray) -> float:
     return 0.5 * float(np.dot(c, c))
 
 
-def _normalized_gradient(A: np.ndarray, f: np.ndarray, c: np.ndarray) -> np.ndarray:
-    return A.T @ (f * c - np.dot(f, c) * f)
-
-
 def normalized_gradient(A: np.ndarray, x: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``∇L(x) = Aᵀ J c = Aᵀ(f∘c − ⟨f, c⟩ f)``. Derived in :doc:`/book/softmax_regression`."""
+    """``∇L(x) = Aᵀ J c = Aᵀ(f∘(c − ⟨f, c⟩1))``. Derived in :doc:`/book/softmax_regression`."""
     A, x = _data(A, x)
     b = _target(A, b)
-    f = _state(A, x)[0]
-    return _normalized_gradient(A, f, f - b)
+    return A.T @ _jacobian_of_residual(_softmax(A @ x), b)
 
 
 def softmax_curvature_weights(f: np.ndarray, c: np.ndarray) -> DiagonalPlusLowRank:
-    """``K = Σ_k c_k ∇²_z f_k = diag(f∘c) − (f∘c)fᵀ − f(f∘c)ᵀ + 2⟨f,c⟩ f fᵀ − ⟨f,c⟩ diag(f)`` (rank-2 part).
-    Derived in :doc:`/book/softmax_regression`."""
+    """``K = Σ_k c_k ∇²_z f_k = diag(f∘c) − (f∘c)fᵀ − f(f∘c)ᵀ + 2⟨f,c⟩ f fᵀ − ⟨f,c⟩ diag(f)
+    = diag(u) − u fᵀ − f uᵀ`` with ``u = J c`` (rank-2 part). Derived in :doc:`/book/softmax_regression`."""
     f = _probability(f)
     c = as_vector(c, "c", length=f.shape[0])
-    fc = np.dot(f, c)
-    return DiagonalPlusLowRank(f * c - fc * f, np.column_stack([f, f * c]),
-                               np.array([[2.0 * fc, -1.0], [-1.0, 0.0]]))
+    m = int(np.argmax(f))
+    u = f * _centred(f, c - c[m])
+    return DiagonalPlusLowRank(u, np.column_stack([f, u]), np.array([[0.0, -1.0], [-1.0, 0.0]]), m)
+
+
+def _weights_from_jc(f: np.ndarray, u: np.ndarray, pivot: int | None) -> DiagonalPlusLowRank:
+    # J² + K = diag(g) − g fᵀ − f gᵀ + ‖f‖² f fᵀ,  g = f∘f + u,  u = J c
+    g = f * f + u
+    return DiagonalPlusLowRank(g, np.column_stack([f, g]), np.array([[np.dot(f, f), -1.0], [-1.0, 0.0]]), pivot)
 
 
 def _normalized_weights(f: np.ndarray, c: np.ndarray) -> DiagonalPlusLowRank:
-    # J² + K = diag(f∘f + f∘c − ⟨f,c⟩f) − g fᵀ − f gᵀ + β f fᵀ,  g = f∘(f + c),  β = ‖f‖² + 2⟨f,c⟩
-    fc = np.dot(f, c)
-    g = f * (f + c)
-    beta = np.dot(f, f) + 2.0 * fc
-    return DiagonalPlusLowRank(g - fc * f, np.column_stack([f, g]), np.array([[beta, -1.0], [-1.0, 0.0]]))
+    """``J² + K`` from ``f`` and ``c`` as written (no pivot): the algebraic form, also on SymPy arrays."""
+    return _weights_from_jc(f, f * c - np.dot(f, c) * f, None)
+
+
+def _normalized_state(A: np.ndarray, x: np.ndarray, b: np.ndarray) -> DiagonalPlusLowRank:
+    S = _softmax(A @ x)
+    return _weights_from_jc(S.f, _jacobian_of_residual(S, b), S.pivot)
 
 
 def normalized_hessian_weights(A: np.ndarray, x: np.ndarray, b: np.ndarray) -> DiagonalPlusLowRank:
     """``W = J² + K`` with ``∇²L = Aᵀ W A``: diagonal plus rank 2. Derived in :doc:`/book/softmax_regression`."""
     A, x = _data(A, x)
-    b = _target(A, b)
-    f = _state(A, x)[0]
-    return _normalized_weights(f, f - b)
+    return _normalized_state(A, x, _target(A, b))
 
 
 def normalized_hessian(A: np.ndarray, x: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``∇²L(x) = Aᵀ(J² + K)A``: one weighted Gram product plus rank-2 corrections. Derived in :doc:`/book/softmax_regression`."""
+    """``∇²L(x) = Aᵀ(J² + K)A``: one weighted Gram product plus rank-2 corrections.
+    Derived in :doc:`/book/softmax_regression`."""
     A, x = _data(A, x)
-    b = _target(A, b)
-    f = _state(A, x)[0]
-    return _normalized_weights(f, f - b)._gram(A)
+    return _normalized_state(A, x, _target(A, b))._gram(A)
 
 
 def normalized_hvp(A: np.ndarray, x: np.ndarray, b: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -288,8 +409,7 @@ def normalized_hvp(A: np.ndarray, x: np.ndarray, b: np.ndarray, v: np.ndarray) -
     A, x = _data(A, x)
     b = _target(A, b)
     v = as_vector(v, "v", length=A.shape[1])
-    f = _state(A, x)[0]
-    return _normalized_weights(f, f - b)._sandwich(A, v)
+    return _normalized_state(A, x, b)._sandwich(A, v)
 
 
 # ---- the rescaled loss L_res = ½‖exp(Ax) − ⟨exp(Ax),1⟩ b‖² = α² L ------------------------------------
@@ -304,7 +424,8 @@ def rescaled_loss(A: np.ndarray, x: np.ndarray, b: np.ndarray) -> float:
 
 
 def log_rescaled_loss(A: np.ndarray, x: np.ndarray, b: np.ndarray) -> float:
-    """``log L_res(x) = 2 log α(x) + log L(x)`` (finite for any ``‖Ax‖_∞``; −inf at a zero). Derived in :doc:`/book/softmax_regression`."""
+    """``log L_res(x) = 2 log α(x) + log L(x)`` (finite for any ``‖Ax‖_∞``; −inf at a zero).
+    Derived in :doc:`/book/softmax_regression`."""
     A, x = _data(A, x)
     b = _target(A, b)
     f, la = _state(A, x)
@@ -343,7 +464,8 @@ def rescaled_hessian_weights(A: np.ndarray, x: np.ndarray, b: np.ndarray) -> Dia
 
 
 def rescaled_hessian(A: np.ndarray, x: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``∇²L_res = Aᵀ(Mᵀ M + diag(u∘(c_res − ⟨b,c_res⟩1)))A``, ``M = diag(u) − b uᵀ``. Derived in :doc:`/book/softmax_regression`."""
+    """``∇²L_res = Aᵀ(Mᵀ M + diag(u∘(c_res − ⟨b,c_res⟩1)))A``, ``M = diag(u) − b uᵀ``.
+    Derived in :doc:`/book/softmax_regression`."""
     A, x = _data(A, x)
     b = _target(A, b)
     f, la = _state(A, x)
@@ -379,16 +501,13 @@ def regularized_gradient(A: np.ndarray, x: np.ndarray, b: np.ndarray, w: np.ndar
     A, x = _data(A, x)
     b, w = _target(A, b), _weights(A, w)
     z = A @ x
-    f = _state(A, x)[0]
-    c = f - b
-    return A.T @ (f * c - np.dot(f, c) * f + w * w * z)
+    return A.T @ (_jacobian_of_residual(_softmax(z), b) + w * w * z)
 
 
 def _regularized(A: object, x: object, b: object, w: object) -> tuple[np.ndarray, DiagonalPlusLowRank]:
     A, x = _data(A, x)
     b, w = _target(A, b), _weights(A, w)
-    f = _state(A, x)[0]
-    return A, _normalized_weights(f, f - b).plus_diagonal(w * w)
+    return A, _normalized_state(A, x, b).plus_diagonal(w * w)
 
 
 def regularized_hessian_weights(A: np.ndarray, x: np.ndarray, b: np.ndarray, w: np.ndarray) -> DiagonalPlusLowRank:
