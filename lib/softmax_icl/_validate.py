@@ -9,18 +9,21 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["as_array", "as_matrix", "as_vector", "as_positive_int", "as_nonnegative_float"]
+__all__ = ["as_array", "as_matrix", "as_vector", "as_positive_int", "as_nonnegative_float", "check_finite"]
 
 
 def _describe(shape: tuple[int | None, ...]) -> str:
     return "(" + ", ".join("any" if s is None else str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
 
 
-def as_array(value: object, name: str, *, ndim: int, shape: tuple[int | None, ...] | None = None) -> np.ndarray:
+def as_array(value: object, name: str, *, ndim: int, shape: tuple[int | None, ...] | None = None,
+             finite: bool = True) -> np.ndarray:
     """Return ``value`` as a finite float64 array with ``ndim`` axes (and ``shape`` if given).
 
     Raises ``TypeError`` for non-floating dtypes (integer, bool, complex, object: they would
     truncate or drop information) and ``ValueError`` for a wrong shape or a non-finite entry.
+    ``finite=False`` leaves the finiteness check to the caller (:func:`check_finite`), which can
+    often prove it from a product it computes anyway.
     """
     if shape is not None and len(shape) != ndim:
         raise AssertionError("shape and ndim disagree")
@@ -45,17 +48,24 @@ def as_array(value: object, name: str, *, ndim: int, shape: tuple[int | None, ..
     if any(s == 0 for s in arr.shape):
         raise ValueError(f"{name} must be non-empty, got shape {arr.shape}")
     arr = arr.astype(np.float64, copy=False)
+    if finite:
+        check_finite(arr, name)
+    return arr
+
+
+def check_finite(arr: np.ndarray, name: str) -> None:
+    """Raise ``ValueError`` naming the first non-finite entry of ``arr``."""
     # A finite sum proves every entry finite (an inf or nan entry makes the sum inf or nan); only
     # when the sum is not finite (or overflows) is the entrywise scan needed to locate the culprit.
     if not np.isfinite(arr.sum()) and not np.all(np.isfinite(arr)):
         bad = tuple(int(i) for i in np.argwhere(~np.isfinite(arr))[0])
         raise ValueError(f"{name} must be finite; entry {bad} is {arr[bad]}")
-    return arr
 
 
-def as_matrix(value: object, name: str, *, rows: int | None = None, cols: int | None = None) -> np.ndarray:
+def as_matrix(value: object, name: str, *, rows: int | None = None, cols: int | None = None,
+              finite: bool = True) -> np.ndarray:
     """A finite float64 matrix of shape ``(rows, cols)`` (``None`` = any)."""
-    return as_array(value, name, ndim=2, shape=(rows, cols))
+    return as_array(value, name, ndim=2, shape=(rows, cols), finite=finite)
 
 
 def as_vector(value: object, name: str, *, length: int | None = None) -> np.ndarray:

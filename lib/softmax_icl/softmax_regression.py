@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._validate import as_array, as_matrix, as_vector
+from ._validate import as_array, as_matrix, as_vector, check_finite
 
 __all__ = [
     "DiagonalPlusLowRank",
@@ -93,6 +93,16 @@ class DiagonalPlusLowRank:
                             ("offset", offset)):
             object.__setattr__(self, name, value)
 
+    @classmethod
+    def _unchecked(cls, diagonal: np.ndarray, factors: np.ndarray, core: np.ndarray, pivot: int | None = None,
+                   offset: np.ndarray | None = None) -> DiagonalPlusLowRank:
+        """For arrays the library has built itself: skips the checks of ``__post_init__``."""
+        obj = object.__new__(cls)
+        for name, value in (("diagonal", diagonal), ("factors", factors), ("core", core), ("pivot", pivot),
+                            ("offset", offset)):
+            object.__setattr__(obj, name, value)
+        return obj
+
     @property
     def size(self) -> int:
         return int(self.diagonal.shape[0])
@@ -148,7 +158,7 @@ class DiagonalPlusLowRank:
         """``W + diag(extra)``."""
         extra = as_vector(extra, "extra", length=self.size)
         offset = extra if self.offset is None else self.offset + extra
-        return DiagonalPlusLowRank(self.diagonal, self.factors, self.core, self.pivot, offset)
+        return DiagonalPlusLowRank._unchecked(self.diagonal, self.factors, self.core, self.pivot, offset)
 
     def dense(self, max_size: int = 5000) -> np.ndarray:
         """The explicit ``n×n`` matrix: a reference for tests, refused above ``max_size``."""
@@ -189,16 +199,6 @@ def _weighted_gram(A: np.ndarray, delta: np.ndarray, *, overwrite: bool) -> np.n
 
 # ---- validation and the shared softmax state --------------------------------------------------
 
-def _data(A: object, x: object, x_name: str = "x") -> tuple[np.ndarray, np.ndarray]:
-    A = as_matrix(A, "A")
-    x = as_vector(x, x_name, length=A.shape[1])
-    return A, x
-
-
-def _target(A: np.ndarray, b: object) -> np.ndarray:
-    return as_vector(b, "b", length=A.shape[0])
-
-
 @dataclass(frozen=True)
 class _Softmax:
     """The softmax of ``z`` with what the accurate formulas need: ``f``, the pivot ``m = argmax z``,
@@ -208,22 +208,34 @@ class _Softmax:
     pivot: int
     gap: np.ndarray
     log_alpha: float
+    logits: np.ndarray
 
 
 def _softmax(z: np.ndarray) -> _Softmax:
-    if not np.all(np.isfinite(z)):
-        raise ValueError("A @ x overflows float64 (an entry is not finite); scale A or x down")
     m = int(np.argmax(z))
     y = z - z[m]
     e = np.exp(y)
     s = float(np.sum(e))                       # 1 + Σ_{i≠m} e_i ≥ 1, a sum of positive terms
-    return _Softmax(e / s, m, np.expm1(y) / s, float(z[m]) + float(np.log(s)))
+    return _Softmax(e / s, m, np.expm1(y) / s, float(z[m]) + float(np.log(s)), z)
 
 
-def _state(A: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, float]:
-    """``(f, log α)`` through the max-shifted exponential (no overflow)."""
-    S = _softmax(A @ x)
-    return S.f, S.log_alpha
+def _data(A: object, x: object) -> tuple[np.ndarray, np.ndarray, _Softmax]:
+    """Validated ``A``, ``x`` and the softmax state of ``A x``. ``A`` is proved finite by the product itself
+    where every ``x_j ≠ 0`` (a non-finite ``A_ij`` makes ``(A x)_i`` non-finite) and scanned otherwise."""
+    A = as_matrix(A, "A", finite=False)
+    x = as_vector(x, "x", length=A.shape[1])
+    with np.errstate(invalid="ignore", over="ignore"):
+        z = A @ x
+    finite = bool(np.all(np.isfinite(z)))
+    if not finite or not np.all(x):
+        check_finite(A, "A")
+    if not finite:
+        raise ValueError("A @ x overflows float64 (an entry is not finite); scale A or x down")
+    return A, x, _softmax(z)
+
+
+def _target(A: np.ndarray, b: object) -> np.ndarray:
+    return as_vector(b, "b", length=A.shape[0])
 
 
 def _centred(f: np.ndarray, dy: np.ndarray) -> np.ndarray:
@@ -269,27 +281,27 @@ def _times_exp(value: np.ndarray | float, log_scale: float, what: str) -> np.nda
 
 def log_alpha(A: np.ndarray, x: np.ndarray) -> float:
     """``log α(x) = log ⟨exp(Ax), 1⟩`` by log-sum-exp. Derived in :doc:`/book/softmax_regression`."""
-    A, x = _data(A, x)
-    return _state(A, x)[1]
+    A, x, S = _data(A, x)
+    return S.log_alpha
 
 
 def alpha(A: np.ndarray, x: np.ndarray) -> float:
     """``α(x) = ⟨exp(Ax), 1⟩`` (OverflowError beyond float64). Derived in :doc:`/book/softmax_regression`."""
-    A, x = _data(A, x)
-    return float(_times_exp(1.0, _state(A, x)[1], "α(x)"))
+    A, x, S = _data(A, x)
+    return float(_times_exp(1.0, S.log_alpha, "α(x)"))
 
 
 def alpha_gradient(A: np.ndarray, x: np.ndarray) -> np.ndarray:
     """``∇α(x) = Aᵀ exp(Ax) = α(x) Aᵀ f(x)``. Derived in :doc:`/book/softmax_regression`."""
-    A, x = _data(A, x)
-    f, la = _state(A, x)
+    A, x, S = _data(A, x)
+    f, la = (S.f, S.log_alpha)
     return _times_exp(A.T @ f, la, "∇α(x)")
 
 
 def softmax_prediction(A: np.ndarray, x: np.ndarray) -> np.ndarray:
     """``f(x) = α(x)⁻¹ exp(Ax)``, the softmax of ``Ax``. Derived in :doc:`/book/softmax_regression`."""
-    A, x = _data(A, x)
-    return _state(A, x)[0]
+    A, x, S = _data(A, x)
+    return S.f
 
 
 def softmax_jacobian_product(f: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -309,8 +321,7 @@ def softmax_jacobian_weights(f: np.ndarray) -> DiagonalPlusLowRank:
 def softmax_jacobian(A: np.ndarray, x: np.ndarray) -> np.ndarray:
     """``∂f/∂x = (diag f − f fᵀ) A`` (n×d), column ``i``: ``f∘(A_{*,i} − ⟨f, A_{*,i}⟩1)``.
     Derived in :doc:`/book/softmax_regression`."""
-    A, x = _data(A, x)
-    S = _softmax(A @ x)
+    A, x, S = _data(A, x)
     D = A - A[S.pivot]
     D -= S.f @ D
     D *= S.f[:, None]
@@ -320,11 +331,13 @@ def softmax_jacobian(A: np.ndarray, x: np.ndarray) -> np.ndarray:
 def softmax_prediction_second_derivative(A: np.ndarray, x: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     """``Σ_ij u_i v_j ∂²f/∂x_i∂x_j = p∘q∘f − ⟨f,p⟩ f∘q − ⟨f,q⟩ f∘p − ⟨f,p∘q⟩ f + 2⟨f,p⟩⟨f,q⟩ f = J(p̄∘q̄)`` with
     ``p = Au``, ``q = Av``, ``p̄ = p − ⟨f,p⟩1``, ``q̄ = q − ⟨f,q⟩1``, in O(nd).
-    Derived in :doc:`/book/softmax_regression`."""
-    A, x = _data(A, x)
+    Derived in :doc:`/book/softmax_regression`.
+
+    Accurate to relative round-off when the softmax saturates; where it vanishes to first order (an
+    inflection: ``f`` nearly uniform on two points) to the absolute round-off ``ε·max f∘|p̄|∘|q̄|``."""
+    A, x, S = _data(A, x)
     u = as_vector(u, "u", length=A.shape[1])
     v = as_vector(v, "v", length=A.shape[1])
-    S = _softmax(A @ x)
     f, m = S.f, S.pivot
     p, q = A @ u, A @ v
     w = _centred(f, p - p[m]) * _centred(f, q - q[m])
@@ -334,8 +347,7 @@ def softmax_prediction_second_derivative(A: np.ndarray, x: np.ndarray, u: np.nda
 def softmax_prediction_hessian(A: np.ndarray, x: np.ndarray) -> np.ndarray:
     """``∂²f/∂x_i∂x_j`` as an (n, d, d) array (entry ``[k, i, j]``), the formula of
     :func:`softmax_prediction_second_derivative` for all ``i, j``. Derived in :doc:`/book/softmax_regression`."""
-    A, x = _data(A, x)
-    S = _softmax(A @ x)
+    A, x, S = _data(A, x)
     f, m = S.f, S.pivot
     D = A - A[m]
     D -= f @ D                                     # rows a_k − Σ_l f_l a_l
@@ -348,8 +360,8 @@ def softmax_prediction_hessian(A: np.ndarray, x: np.ndarray) -> np.ndarray:
 
 def normalized_residual(A: np.ndarray, x: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``c(x) = f(x) − b``. Derived in :doc:`/book/softmax_regression`."""
-    A, x = _data(A, x)
-    return _state(A, x)[0] - _target(A, b)
+    A, x, S = _data(A, x)
+    return S.f - _target(A, b)
 
 
 def normalized_loss(A: np.ndarray, x: np.ndarray, b: np.ndarray) -> float:
@@ -360,9 +372,9 @@ def normalized_loss(A: np.ndarray, x: np.ndarray, b: np.ndarray) -> float:
 
 def normalized_gradient(A: np.ndarray, x: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``∇L(x) = Aᵀ J c = Aᵀ(f∘(c − ⟨f, c⟩1))``. Derived in :doc:`/book/softmax_regression`."""
-    A, x = _data(A, x)
+    A, x, S = _data(A, x)
     b = _target(A, b)
-    return A.T @ _jacobian_of_residual(_softmax(A @ x), b)
+    return A.T @ _jacobian_of_residual(S, b)
 
 
 def softmax_curvature_weights(f: np.ndarray, c: np.ndarray) -> DiagonalPlusLowRank:
@@ -378,7 +390,8 @@ def softmax_curvature_weights(f: np.ndarray, c: np.ndarray) -> DiagonalPlusLowRa
 def _weights_from_jc(f: np.ndarray, u: np.ndarray, pivot: int | None) -> DiagonalPlusLowRank:
     # J² + K = diag(g) − g fᵀ − f gᵀ + ‖f‖² f fᵀ,  g = f∘f + u,  u = J c
     g = f * f + u
-    return DiagonalPlusLowRank(g, np.column_stack([f, g]), np.array([[np.dot(f, f), -1.0], [-1.0, 0.0]]), pivot)
+    core = np.array([[np.dot(f, f), -1.0], [-1.0, 0.0]])
+    return DiagonalPlusLowRank._unchecked(g, np.column_stack([f, g]), core, pivot)
 
 
 def _normalized_weights(f: np.ndarray, c: np.ndarray) -> DiagonalPlusLowRank:
@@ -386,39 +399,38 @@ def _normalized_weights(f: np.ndarray, c: np.ndarray) -> DiagonalPlusLowRank:
     return _weights_from_jc(f, f * c - np.dot(f, c) * f, None)
 
 
-def _normalized_state(A: np.ndarray, x: np.ndarray, b: np.ndarray) -> DiagonalPlusLowRank:
-    S = _softmax(A @ x)
+def _normalized_state(S: _Softmax, b: np.ndarray) -> DiagonalPlusLowRank:
     return _weights_from_jc(S.f, _jacobian_of_residual(S, b), S.pivot)
 
 
 def normalized_hessian_weights(A: np.ndarray, x: np.ndarray, b: np.ndarray) -> DiagonalPlusLowRank:
     """``W = J² + K`` with ``∇²L = Aᵀ W A``: diagonal plus rank 2. Derived in :doc:`/book/softmax_regression`."""
-    A, x = _data(A, x)
-    return _normalized_state(A, x, _target(A, b))
+    A, x, S = _data(A, x)
+    return _normalized_state(S, _target(A, b))
 
 
 def normalized_hessian(A: np.ndarray, x: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``∇²L(x) = Aᵀ(J² + K)A``: one weighted Gram product plus rank-2 corrections.
     Derived in :doc:`/book/softmax_regression`."""
-    A, x = _data(A, x)
-    return _normalized_state(A, x, _target(A, b))._gram(A)
+    A, x, S = _data(A, x)
+    return _normalized_state(S, _target(A, b))._gram(A)
 
 
 def normalized_hvp(A: np.ndarray, x: np.ndarray, b: np.ndarray, v: np.ndarray) -> np.ndarray:
     """``∇²L(x) v = Aᵀ(J² + K)(A v)`` in O(nd). Derived in :doc:`/book/softmax_regression`."""
-    A, x = _data(A, x)
+    A, x, S = _data(A, x)
     b = _target(A, b)
     v = as_vector(v, "v", length=A.shape[1])
-    return _normalized_state(A, x, b)._sandwich(A, v)
+    return _normalized_state(S, b)._sandwich(A, v)
 
 
 # ---- the rescaled loss L_res = ½‖exp(Ax) − ⟨exp(Ax),1⟩ b‖² = α² L ------------------------------------
 
 def rescaled_loss(A: np.ndarray, x: np.ndarray, b: np.ndarray) -> float:
     """``L_res(x) = ½‖exp(Ax) − ⟨exp(Ax),1⟩ b‖² = α(x)² L(x)``. Derived in :doc:`/book/softmax_regression`."""
-    A, x = _data(A, x)
+    A, x, S = _data(A, x)
     b = _target(A, b)
-    f, la = _state(A, x)
+    f, la = (S.f, S.log_alpha)
     c = f - b
     return float(_times_exp(0.5 * np.dot(c, c), 2.0 * la, "the rescaled loss"))
 
@@ -426,9 +438,9 @@ def rescaled_loss(A: np.ndarray, x: np.ndarray, b: np.ndarray) -> float:
 def log_rescaled_loss(A: np.ndarray, x: np.ndarray, b: np.ndarray) -> float:
     """``log L_res(x) = 2 log α(x) + log L(x)`` (finite for any ``‖Ax‖_∞``; −inf at a zero).
     Derived in :doc:`/book/softmax_regression`."""
-    A, x = _data(A, x)
+    A, x, S = _data(A, x)
     b = _target(A, b)
-    f, la = _state(A, x)
+    f, la = (S.f, S.log_alpha)
     c = f - b
     with np.errstate(divide="ignore"):
         return 2.0 * la + float(np.log(0.5 * np.dot(c, c)))
@@ -437,9 +449,9 @@ def log_rescaled_loss(A: np.ndarray, x: np.ndarray, b: np.ndarray) -> float:
 def rescaled_gradient(A: np.ndarray, x: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``∇L_res = Aᵀ(diag(u) − u bᵀ) c_res = α² Aᵀ(f∘c − ⟨b, c⟩ f)`` (``u = exp(Ax)``, ``c_res = α c``).
     Derived in :doc:`/book/softmax_regression`."""
-    A, x = _data(A, x)
+    A, x, S = _data(A, x)
     b = _target(A, b)
-    f, la = _state(A, x)
+    f, la = (S.f, S.log_alpha)
     c = f - b
     return _times_exp(A.T @ (f * c - np.dot(b, c) * f), 2.0 * la, "the rescaled gradient")
 
@@ -455,9 +467,9 @@ def _rescaled_weights_unscaled(f: np.ndarray, b: np.ndarray) -> DiagonalPlusLowR
 def rescaled_hessian_weights(A: np.ndarray, x: np.ndarray, b: np.ndarray) -> DiagonalPlusLowRank:
     """``W_res = Mᵀ M + diag(u∘(c_res − ⟨b, c_res⟩1))``, ``M = diag(u) − b uᵀ``, ``∇²L_res = Aᵀ W_res A``.
     Derived in :doc:`/book/softmax_regression`."""
-    A, x = _data(A, x)
+    A, x, S = _data(A, x)
     b = _target(A, b)
-    f, la = _state(A, x)
+    f, la = (S.f, S.log_alpha)
     W = _rescaled_weights_unscaled(f, b)
     return DiagonalPlusLowRank(_times_exp(W.diagonal, 2.0 * la, "the rescaled Hessian weights"),
                                W.factors, _times_exp(W.core, 2.0 * la, "the rescaled Hessian weights"))
@@ -466,18 +478,18 @@ def rescaled_hessian_weights(A: np.ndarray, x: np.ndarray, b: np.ndarray) -> Dia
 def rescaled_hessian(A: np.ndarray, x: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``∇²L_res = Aᵀ(Mᵀ M + diag(u∘(c_res − ⟨b,c_res⟩1)))A``, ``M = diag(u) − b uᵀ``.
     Derived in :doc:`/book/softmax_regression`."""
-    A, x = _data(A, x)
+    A, x, S = _data(A, x)
     b = _target(A, b)
-    f, la = _state(A, x)
+    f, la = (S.f, S.log_alpha)
     return _times_exp(_rescaled_weights_unscaled(f, b)._gram(A), 2.0 * la, "the rescaled Hessian")
 
 
 def rescaled_hvp(A: np.ndarray, x: np.ndarray, b: np.ndarray, v: np.ndarray) -> np.ndarray:
     """``∇²L_res v`` in O(nd). Derived in :doc:`/book/softmax_regression`."""
-    A, x = _data(A, x)
+    A, x, S = _data(A, x)
     b = _target(A, b)
     v = as_vector(v, "v", length=A.shape[1])
-    f, la = _state(A, x)
+    f, la = (S.f, S.log_alpha)
     return _times_exp(_rescaled_weights_unscaled(f, b)._sandwich(A, v), 2.0 * la, "the rescaled Hessian-vector product")
 
 
@@ -489,25 +501,25 @@ def _weights(A: np.ndarray, w: object) -> np.ndarray:
 
 def regularized_loss(A: np.ndarray, x: np.ndarray, b: np.ndarray, w: np.ndarray) -> float:
     """``L_reg(x) = ½‖f(x) − b‖² + ½‖diag(w) A x‖²``. Derived in :doc:`/book/softmax_regression`."""
-    A, x = _data(A, x)
+    A, x, S = _data(A, x)
     b, w = _target(A, b), _weights(A, w)
-    f = _state(A, x)[0]
+    f = S.f
     c, r = f - b, w * (A @ x)
     return 0.5 * float(np.dot(c, c)) + 0.5 * float(np.dot(r, r))
 
 
 def regularized_gradient(A: np.ndarray, x: np.ndarray, b: np.ndarray, w: np.ndarray) -> np.ndarray:
     """``∇L_reg = Aᵀ(J c + w²∘(Ax))``. Derived in :doc:`/book/softmax_regression`."""
-    A, x = _data(A, x)
+    A, x, S = _data(A, x)
     b, w = _target(A, b), _weights(A, w)
     z = A @ x
     return A.T @ (_jacobian_of_residual(_softmax(z), b) + w * w * z)
 
 
 def _regularized(A: object, x: object, b: object, w: object) -> tuple[np.ndarray, DiagonalPlusLowRank]:
-    A, x = _data(A, x)
+    A, x, S = _data(A, x)
     b, w = _target(A, b), _weights(A, w)
-    return A, _normalized_state(A, x, b).plus_diagonal(w * w)
+    return A, _normalized_state(S, b).plus_diagonal(w * w)
 
 
 def regularized_hessian_weights(A: np.ndarray, x: np.ndarray, b: np.ndarray, w: np.ndarray) -> DiagonalPlusLowRank:
