@@ -12,6 +12,13 @@ dimension ``d²`` sharing ``x = vec(X)``; its gradient is ``A₁ᵀ P A₂`` and
 product ``A₁ᵀ Q A₂`` with ``n×n`` matrices ``P`` and ``Q``: cost ``O(n²d + nd²)`` instead of the
 ``O(n²d²)`` of the explicit route. The explicit route (the ``kronecker_*`` reference functions,
 one single-regression call per block) refuses to form ``𝖠`` beyond :data:`KRONECKER_MEMORY_LIMIT`.
+
+The losses, gradients and Hessian-vector products stream over blocks of rows of ``Z``: per block
+they form ``Z_blk = (A₁X)_blk A₂ᵀ`` and its softmax in a few ``block × n`` buffers and keep only the
+block's rows of ``P A₂`` (or ``Q A₂``), so no ``n × n`` array besides ``B`` is ever formed: memory is
+the inputs plus ``O(block·n + nd)``; ``block_rows`` overrides the automatic block size. Each softmax
+row is split at its largest entry (see ``_split_exp``), which keeps every derivative accurate in
+relative terms when the softmax saturates.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ from . import softmax_regression as sr
 from ._validate import as_matrix, as_nonnegative_float, as_positive_int
 
 __all__ = [
-    "KRONECKER_MEMORY_LIMIT", "KroneckerTooLargeError", "Loss",
+    "KRONECKER_MEMORY_LIMIT", "BLOCK_BYTES", "MIN_BLOCK_ROWS", "KroneckerTooLargeError", "Loss",
     "kronecker_bytes", "kronecker_data", "kronecker_block", "kronecker_singular_values",
     "logits", "softmax_prediction",
     "normalized_loss", "normalized_gradient", "normalized_loss_and_gradient", "normalized_hvp",
@@ -40,6 +47,12 @@ __all__ = [
 
 #: The explicit-Kronecker reference routines refuse to allocate more than this (1 GiB).
 KRONECKER_MEMORY_LIMIT: int = 2**30
+
+#: With ``block_rows=None`` a block of rows of ``Z`` is sized so that one ``block × n`` float64 buffer
+#: takes about this many bytes (a few such buffers live at once), but never fewer than
+#: :data:`MIN_BLOCK_ROWS` rows.
+BLOCK_BYTES: int = 2**21
+MIN_BLOCK_ROWS: int = 16
 
 Loss = Literal["normalized", "rescaled"]
 _LOG_MAX = float(np.log(np.finfo(np.float64).max))
@@ -163,78 +176,196 @@ def softmax_prediction(A1: np.ndarray, A2: np.ndarray, X: np.ndarray) -> np.ndar
     return _softmax_rows(*_problem(A1, A2, X))
 
 
-# ---- the normalized loss: P = F∘C − diag(rowsum(F∘C)) F ---------------------------------------------
+# ---- rows split at their largest entry ---------------------------------------------------------------
+# A softmax row f is kept as (f⁰, f_ℓ, q): ℓ its largest entry, f⁰ = f with entry ℓ set to 0, and the tail
+# mass q = Σ_{i≠ℓ} f_i = 1 − f_ℓ summed from the small entries, so 1 − f_ℓ is never formed by cancellation.
+# Entry ℓ of a Jacobian product is evaluated from the tail, (J y)_ℓ = f_ℓ (y_ℓ q − ⟨f⁰, y⟩): the same
+# algebra (exact whenever Σ f = 1), accurate in relative terms at any logit gap, where f_ℓ y_ℓ − ⟨f, y⟩ f_ℓ
+# would lose everything above a gap of about 36. The same holds for c_ℓ = f_ℓ − b_ℓ = (1 − b_ℓ) − q.
+# The kernels work in place on row blocks (any dtype, sympy objects included) and never see more rows
+# than they are given.
 
 def _rowdot(P: np.ndarray, Q: np.ndarray) -> np.ndarray:
     """``rowsum(P∘Q)`` in one pass, without the temporary ``P∘Q``."""
-    return np.einsum("jk,jk->j", P, Q)
+    if P.dtype == object or Q.dtype == object:
+        return np.einsum("jk,jk->j", P, Q)
+    return np.vecdot(P, Q)
+
+
+def _split_exp(W: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """In place, logits ``W`` → ``E⁰ = exp(W − m 1ᵀ)`` with the leading entry (``E_ℓ = 1``) set to 0;
+    returns ``(ℓ, m, t = Σ_{i≠ℓ} E_i)``."""
+    lead = W.argmax(axis=1)
+    m = W[rows, lead]
+    W -= m[:, None]
+    np.exp(W, out=W)
+    W[rows, lead] = 0.0
+    return lead, m, W.sum(axis=1)
+
+
+def _split_rows(F: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(F⁰, f_ℓ, tail sums, ℓ, rows)`` of full rows ``F`` (a copy). ``ℓ`` is the row argmax; for symbolic
+    rows, where any index gives the same algebra, it is index 0."""
+    rows = np.arange(F.shape[0])
+    lead = np.zeros(F.shape[0], dtype=np.intp) if F.dtype == object else F.argmax(axis=1)
+    F0 = np.array(F, copy=True)
+    fl = F0[rows, lead].copy()
+    F0[rows, lead] = 0
+    return F0, fl, F0.sum(axis=1), lead, rows
+
+
+def _jacobian_split(F0: np.ndarray, fl: np.ndarray, q: np.ndarray, lead: np.ndarray, rows: np.ndarray,
+                    T: np.ndarray) -> np.ndarray:
+    """In place ``T`` → ``Ḟ⁰``, the rows ``J_j t_j = f_j∘t_j − ⟨f_j, t_j⟩ f_j`` with entry ℓ set to 0;
+    returns that entry, ``ḟ_ℓ = f_ℓ (t_ℓ q − ⟨f⁰, t⟩)``."""
+    tl = T[rows, lead]
+    tail = _rowdot(F0, T)
+    T -= (fl * tl + tail)[:, None]
+    T *= F0
+    return fl * (tl * q - tail)
 
 
 def _jacobian_rows(F: np.ndarray, T: np.ndarray) -> np.ndarray:
     """Row ``j``: ``J_j t_j = f_j∘t_j − ⟨f_j, t_j⟩ f_j`` (the softmax Jacobian of every row at once)."""
-    out = F * T
-    out -= out.sum(axis=1, keepdims=True) * F
+    F0, fl, q, lead, rows = _split_rows(F)
+    out = np.array(T, dtype=np.result_type(F, T), copy=True)
+    out[rows, lead] = _jacobian_split(F0, fl, q, lead, rows, out)
     return out
+
+
+# ---- the normalized loss: P = F∘C − diag(rowsum(F∘C)) F ---------------------------------------------
+
+def _normalized_residual(F0: np.ndarray, q: np.ndarray, lead: np.ndarray, rows: np.ndarray, B: np.ndarray,
+                         out: np.ndarray) -> np.ndarray:
+    """In place ``out`` → ``C = F − B``; returns ``c_ℓ = (1 − b_ℓ) − q``, which is also stored."""
+    np.subtract(F0, B, out=out)
+    cl = (1 - B[rows, lead]) - q
+    out[rows, lead] = cl
+    return cl
+
+
+def _normalized_P_split(F0: np.ndarray, fl: np.ndarray, q: np.ndarray, lead: np.ndarray, rows: np.ndarray,
+                        C: np.ndarray, cl: np.ndarray) -> np.ndarray:
+    """In place ``C`` → ``P``, row ``j`` = ``J_j c_j = f∘(c − ⟨f, c⟩)``; entry ℓ ``f_ℓ (c_ℓ q − ⟨f⁰, c⟩)``."""
+    tail = _rowdot(F0, C)
+    C -= (fl * cl + tail)[:, None]
+    C *= F0
+    C[rows, lead] = fl * (cl * q - tail)
+    return C
+
+
+def _normalized_Q_split(F0: np.ndarray, fl: np.ndarray, q: np.ndarray, lead: np.ndarray, rows: np.ndarray,
+                        C: np.ndarray, cl: np.ndarray, T: np.ndarray) -> np.ndarray:
+    """In place ``C`` → ``Q = Ḟ∘(C − μ) + F∘(Ḟ − ν)``, ``Ḟ = J T``, ``μ = rowsum(F∘C)``, ``ν = rowsum(Ḟ∘(F + C))``
+    (``T`` is overwritten); entry ℓ uses ``ḟ_ℓ − ν = ḟ_ℓ (q − c_ℓ) − ⟨ḟ⁰, f⁰ + c⟩``."""
+    tail = _rowdot(F0, C)
+    mu, rl = fl * cl + tail, cl * q - tail             # ⟨f, c⟩ and c_ℓ − ⟨f, c⟩
+    fdl = _jacobian_split(F0, fl, q, lead, rows, T)    # T → Ḟ⁰, fdl = ḟ_ℓ
+    C += F0                                            # f + c (entry ℓ is not used)
+    g = _rowdot(T, C)                                  # ⟨ḟ⁰, f⁰ + c⟩
+    nu = fdl * (fl + cl) + g
+    C -= mu[:, None]
+    C *= T                                             # Ḟ∘(F + C − μ) = Ḟ∘(C − μ) + F∘Ḟ
+    np.multiply(F0, nu[:, None], out=T)
+    C -= T
+    C[rows, lead] = fdl * rl + fl * (fdl * (q - cl) - g)
+    return C
 
 
 def _normalized_P(F: np.ndarray, C: np.ndarray) -> np.ndarray:
     """``P = F∘C − diag(rowsum(F∘C)) F``: row ``j`` is ``J_j c_j``."""
-    return _jacobian_rows(F, C)
+    F0, fl, q, lead, rows = _split_rows(F)
+    C = np.array(C, dtype=np.result_type(F, C), copy=True)
+    return _normalized_P_split(F0, fl, q, lead, rows, C, C[rows, lead].copy())
 
 
 def _normalized_Q(F: np.ndarray, B: np.ndarray, T: np.ndarray) -> np.ndarray:
     """Directional derivative of ``P`` along ``Ż = T``: ``Ḟ = J T`` row-wise,
     ``Q = G − diag(rowsum G) F − diag(rowsum(F∘C)) Ḟ`` with ``G = Ḟ∘(F + C)``, ``C = F − B``."""
-    Fdot = _jacobian_rows(F, T)
-    G = F + F
-    G -= B                                            # F + C
-    G *= Fdot                                         # G = Ḟ∘(F + C)
-    r = _rowdot(F, F) - _rowdot(F, B)                 # rowsum(F∘C)
-    tmp = np.multiply(F, G.sum(axis=1, keepdims=True))
-    G -= tmp
-    np.multiply(Fdot, r[:, None], out=tmp)
-    G -= tmp
-    return G
+    F0, fl, q, lead, rows = _split_rows(F)
+    dtype = np.result_type(F, B, T)
+    C = np.empty(F.shape, dtype=dtype)
+    cl = _normalized_residual(F0, q, lead, rows, B, C)
+    return _normalized_Q_split(F0, fl, q, lead, rows, C, cl, np.array(T, dtype=dtype, copy=True))
 
 
-def normalized_loss(A1: np.ndarray, A2: np.ndarray, X: np.ndarray, B: np.ndarray) -> float:
-    """``L(X) = ½‖D(X)⁻¹exp(A₁XA₂ᵀ) − B‖_F²``. Derived in :doc:`/book/tensor_trick`."""
+def _block_size(n: int, block_rows: object) -> int:
+    """Rows per block: ``block_rows``, or (``None``) about :data:`BLOCK_BYTES` per ``block × n`` buffer."""
+    if block_rows is None:
+        return max(1, min(n, max(MIN_BLOCK_ROWS, BLOCK_BYTES // (8 * n))))
+    if isinstance(block_rows, bool) or not isinstance(block_rows, int | np.integer):
+        raise TypeError(f"block_rows must be a positive integer (rows per block) or None, "
+                        f"got {type(block_rows).__name__} {block_rows!r}")
+    if block_rows < 1:
+        raise ValueError(f"block_rows must be a positive integer (rows per block) or None, got {block_rows}")
+    return int(min(block_rows, n))
+
+
+def _normalized_stream(A1: np.ndarray, A2: np.ndarray, X: np.ndarray, B: np.ndarray, V: np.ndarray | None,
+                       block_rows: object, mode: str) -> tuple[float, np.ndarray | None]:
+    """``(L, A₁ᵀ M A₂)`` with ``M = P`` (mode "gradient"), ``Q`` along ``V`` ("hvp") or nothing ("loss"),
+    one block of rows of ``Z`` at a time: memory ``O(block·n + nd)`` besides the inputs."""
+    n, d = A1.shape
+    b = _block_size(n, block_rows)
+    Y = A1 @ X
+    W, C = np.empty((b, n)), np.empty((b, n))
+    T, YV = (None, None) if V is None else (np.empty((b, n)), A1 @ V)
+    H = None if mode == "loss" else np.empty((n, d))
+    loss = 0.0
+    for i in range(0, n, b):
+        k = min(b, n - i)
+        blk, rows, F0, Cb = slice(i, i + k), np.arange(k), W[:k], C[:k]
+        np.matmul(Y[blk], A2.T, out=F0)
+        lead, _, t = _split_exp(F0, rows)
+        fl = 1.0 / (1.0 + t)
+        q = t * fl
+        F0 *= fl[:, None]
+        cl = _normalized_residual(F0, q, lead, rows, B[blk], Cb)
+        if mode == "hvp":
+            np.matmul(YV[blk], A2.T, out=T[:k])
+            np.matmul(_normalized_Q_split(F0, fl, q, lead, rows, Cb, cl, T[:k]), A2, out=H[blk])
+            continue
+        loss += 0.5 * float(np.vdot(Cb, Cb))
+        if mode == "gradient":
+            np.matmul(_normalized_P_split(F0, fl, q, lead, rows, Cb, cl), A2, out=H[blk])
+    return loss, None if H is None else A1.T @ H
+
+
+def normalized_loss(A1: np.ndarray, A2: np.ndarray, X: np.ndarray, B: np.ndarray, *,
+                    block_rows: int | None = None) -> float:
+    """``L(X) = ½‖D(X)⁻¹exp(A₁XA₂ᵀ) − B‖_F²``, streamed over blocks of rows. Derived in :doc:`/book/tensor_trick`."""
     A1, A2, X, B = _problem(A1, A2, X, B)
-    C = _softmax_rows(A1, A2, X)
-    C -= B
-    return 0.5 * float(np.vdot(C, C))
+    return _normalized_stream(A1, A2, X, B, None, block_rows, "loss")[0]
 
 
-def normalized_loss_and_gradient(A1: np.ndarray, A2: np.ndarray, X: np.ndarray,
-                                 B: np.ndarray) -> tuple[float, np.ndarray]:
+def normalized_loss_and_gradient(A1: np.ndarray, A2: np.ndarray, X: np.ndarray, B: np.ndarray, *,
+                                 block_rows: int | None = None) -> tuple[float, np.ndarray]:
     """``(L(X), ∇_X L = A₁ᵀ P A₂)`` with ``P = F∘C − diag(rowsum(F∘C)) F``, ``C = F − B``, in O(n²d + nd²).
 
     Derived in :doc:`/book/tensor_trick`.
     """
     A1, A2, X, B = _problem(A1, A2, X, B)
-    F = _softmax_rows(A1, A2, X)
-    C = F - B
-    value = 0.5 * float(np.vdot(C, C))
-    return value, A1.T @ (_normalized_P(F, C) @ A2)
+    return _normalized_stream(A1, A2, X, B, None, block_rows, "gradient")
 
 
-def normalized_gradient(A1: np.ndarray, A2: np.ndarray, X: np.ndarray, B: np.ndarray) -> np.ndarray:
-    """``∇_X L = A₁ᵀ P A₂``, ``P = F∘C − diag(rowsum(F∘C)) F``: O(n²d + nd²), no ``A₁⊗A₂``.
+def normalized_gradient(A1: np.ndarray, A2: np.ndarray, X: np.ndarray, B: np.ndarray, *,
+                        block_rows: int | None = None) -> np.ndarray:
+    """``∇_X L = A₁ᵀ P A₂``, ``P = F∘C − diag(rowsum(F∘C)) F``: O(n²d + nd²), no ``A₁⊗A₂``, no n×n array.
 
     Derived in :doc:`/book/tensor_trick`.
     """
-    return normalized_loss_and_gradient(A1, A2, X, B)[1]
+    return normalized_loss_and_gradient(A1, A2, X, B, block_rows=block_rows)[1]
 
 
-def normalized_hvp(A1: np.ndarray, A2: np.ndarray, X: np.ndarray, B: np.ndarray, V: np.ndarray) -> np.ndarray:
+def normalized_hvp(A1: np.ndarray, A2: np.ndarray, X: np.ndarray, B: np.ndarray, V: np.ndarray, *,
+                   block_rows: int | None = None) -> np.ndarray:
     """``∇²L[V] = A₁ᵀ Q A₂`` (``H vec(V) = vec(A₁ᵀQA₂)``), ``Q`` the derivative of ``P`` along ``T = A₁VA₂ᵀ``.
 
     Derived in :doc:`/book/tensor_trick`.
     """
     A1, A2, X, B = _problem(A1, A2, X, B)
     V = _direction(V, X.shape[0])
-    F = _softmax_rows(A1, A2, X)
-    return A1.T @ (_normalized_Q(F, B, (A1 @ V) @ A2.T) @ A2)
+    return _normalized_stream(A1, A2, X, B, V, block_rows, "hvp")[1]
 
 
 def _hessian_from_rows(A1: np.ndarray, A2: np.ndarray, row_operator: Callable[[np.ndarray], np.ndarray],
@@ -266,6 +397,9 @@ def normalized_hessian(A1: np.ndarray, A2: np.ndarray, X: np.ndarray, B: np.ndar
 
 # ---- the rescaled loss: P₂ = U∘C₂ − diag(rowsum(B∘C₂)) U ---------------------------------------------
 # Row j of U is e^{m_j} E_j; every quantity below is computed from E and scaled by e^{2 m_j} at the end.
+# E is split like f: E⁰, e_ℓ (= 1 after the max shift) and t = Σ_{i≠ℓ} E_i, so that entry ℓ of
+# C̃ = E − diag(E1) B, c̃_ℓ = e_ℓ (1 − b_ℓ) − t b_ℓ, and of every b-weighted row sum stays accurate
+# when the softmax saturates and the target row is (nearly) one-hot at ℓ.
 
 def _row_scale(m: np.ndarray, what: str) -> np.ndarray:
     if float(np.max(2.0 * m)) > _LOG_MAX:
@@ -280,71 +414,155 @@ def _finite(value: np.ndarray | float, what: str) -> np.ndarray | float:
     return value
 
 
-def _rescaled_state(A1: np.ndarray, A2: np.ndarray, X: np.ndarray, B: np.ndarray,
-                    what: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(E, C̃, w)``: ``U = diag(e^m) E``, ``C₂ = diag(e^m) C̃`` with ``C̃ = E − diag(E1) B``, ``w = e^{2m}``."""
-    E, s, m = _shifted_exp(A1, A2, X)
-    return E, E - s[:, None] * B, _row_scale(m, what)
+def _rescaled_residual(E0: np.ndarray, el: np.ndarray | float, t: np.ndarray, lead: np.ndarray, rows: np.ndarray,
+                       B: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """In place ``out`` → ``C̃ = E − diag(E1) B`` with entry ℓ set to 0; returns ``c̃_ℓ = e_ℓ (1 − b_ℓ) − t b_ℓ``."""
+    np.multiply(B, (el + t)[:, None], out=out)
+    np.subtract(E0, out, out=out)
+    bl = B[rows, lead]
+    out[rows, lead] = 0
+    return el * (1 - bl) - t * bl
+
+
+def _rescaled_P_split(E0: np.ndarray, el: np.ndarray | float, lead: np.ndarray, rows: np.ndarray, B: np.ndarray,
+                      C: np.ndarray, ctl: np.ndarray) -> np.ndarray:
+    """In place ``C`` (``C̃`` off ℓ) → unscaled ``P₂ = E∘(C̃ − β)``, ``β = rowsum(B∘C̃)``; entry ℓ
+    ``e_ℓ (c̃_ℓ (1 − b_ℓ) − β⁰)`` with ``β⁰`` the row sum off ℓ."""
+    bl = B[rows, lead]
+    beta0 = _rowdot(B, C)
+    C -= (beta0 + bl * ctl)[:, None]
+    C *= E0
+    C[rows, lead] = el * (ctl * (1 - bl) - beta0)
+    return C
+
+
+def _rescaled_Q_split(E0: np.ndarray, el: np.ndarray | float, lead: np.ndarray, rows: np.ndarray, B: np.ndarray,
+                      C: np.ndarray, ctl: np.ndarray, T: np.ndarray, D: np.ndarray) -> np.ndarray:
+    """In place ``C`` → unscaled ``Q₂ = Ė∘(C̃ − β) + E∘(C̃' − β')`` along ``T`` (``T``, ``D`` overwritten):
+    ``Ė = E∘T``, ``C̃' = Ė − diag(rowsum Ė) B``, ``β' = rowsum(B∘C̃')``; entry ℓ from the sums off ℓ."""
+    bl = B[rows, lead]
+    beta0 = _rowdot(B, C)
+    edl = el * T[rows, lead]                           # ė_ℓ
+    T *= E0                                            # Ė⁰
+    rs = T.sum(axis=1)
+    np.multiply(B, (edl + rs)[:, None], out=D)
+    np.subtract(T, D, out=D)                           # C̃' off ℓ
+    D[rows, lead] = 0
+    cdl = edl * (1 - bl) - bl * rs                     # c̃'_ℓ
+    bdot0 = _rowdot(B, D)
+    C -= (beta0 + bl * ctl)[:, None]
+    C *= T
+    D -= (bdot0 + bl * cdl)[:, None]
+    D *= E0
+    C += D
+    C[rows, lead] = edl * (ctl * (1 - bl) - beta0) + el * (cdl * (1 - bl) - bdot0)
+    return C
+
+
+def _split_rescaled(E: np.ndarray, Ct: np.ndarray) -> tuple[np.ndarray, ...]:
+    E0, el, t, lead, rows = _split_rows(E)
+    C = np.array(Ct, dtype=np.result_type(E, Ct), copy=True)
+    ctl = C[rows, lead].copy()
+    C[rows, lead] = 0
+    return E0, el, lead, rows, C, ctl
 
 
 def _rescaled_P(E: np.ndarray, Ct: np.ndarray, B: np.ndarray) -> np.ndarray:
     """Unscaled ``P₂``: ``E∘C̃ − diag(rowsum(B∘C̃)) E``."""
-    out = E * Ct
-    out -= _rowdot(B, Ct)[:, None] * E
-    return out
+    E0, el, lead, rows, C, ctl = _split_rescaled(E, Ct)
+    return _rescaled_P_split(E0, el, lead, rows, B, C, ctl)
 
 
 def _rescaled_Q(E: np.ndarray, Ct: np.ndarray, B: np.ndarray, T: np.ndarray) -> np.ndarray:
     """Unscaled derivative of ``P₂`` along ``T``: ``Ė = E∘T``, ``C̃' = Ė − diag(rowsum Ė) B``,
     ``Q₂ = Ė∘C̃ + E∘C̃' − diag(rowsum(B∘C̃')) E − diag(rowsum(B∘C̃)) Ė``."""
-    Edot = E * T
-    Cdot = Edot.sum(axis=1, keepdims=True) * B
-    np.subtract(Edot, Cdot, out=Cdot)
-    Q = Edot * Ct
-    tmp = np.multiply(E, Cdot)
-    Q += tmp
-    np.multiply(E, _rowdot(B, Cdot)[:, None], out=tmp)
-    Q -= tmp
-    np.multiply(Edot, _rowdot(B, Ct)[:, None], out=tmp)
-    Q -= tmp
-    return Q
+    E0, el, lead, rows, C, ctl = _split_rescaled(E, Ct)
+    T = np.array(T, dtype=C.dtype, copy=True)
+    return _rescaled_Q_split(E0, el, lead, rows, B, C, ctl, T, np.empty_like(C))
 
 
-def rescaled_loss(A1: np.ndarray, A2: np.ndarray, X: np.ndarray, B: np.ndarray) -> float:
-    """``L_res(X) = ½‖exp(A₁XA₂ᵀ) − D(X) B‖_F²`` (OverflowError beyond float64). Derived in :doc:`/book/tensor_trick`."""
+def _rescaled_state(A1: np.ndarray, A2: np.ndarray, X: np.ndarray, B: np.ndarray,
+                    what: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(E, C̃, w)``: ``U = diag(e^m) E``, ``C₂ = diag(e^m) C̃`` with ``C̃ = E − diag(E1) B``, ``w = e^{2m}``."""
+    E, _, m = _shifted_exp(A1, A2, X)
+    w = _row_scale(m, what)
+    E0, el, t, lead, rows = _split_rows(E)
+    Ct = np.empty_like(E)
+    Ct[rows, lead] = _rescaled_residual(E0, el, t, lead, rows, B, Ct)
+    return E, Ct, w
+
+
+def _rescaled_stream(A1: np.ndarray, A2: np.ndarray, X: np.ndarray, B: np.ndarray, V: np.ndarray | None,
+                     block_rows: object, mode: str, what: str) -> tuple[float, np.ndarray | None]:
+    """``(L_res, A₁ᵀ diag(w) M A₂)`` with ``M`` the unscaled ``P₂`` ("gradient"), ``Q₂`` ("hvp") or nothing
+    ("loss"), one block of rows at a time (OverflowError where ``w = e^{2m}`` or the result leaves float64)."""
+    n, d = A1.shape
+    b = _block_size(n, block_rows)
+    Y = A1 @ X
+    W, C = np.empty((b, n)), np.empty((b, n))
+    T, D, YV = (None, None, None) if V is None else (np.empty((b, n)), np.empty((b, n)), A1 @ V)
+    H = None if mode == "loss" else np.empty((n, d))
+    loss = 0.0
+    for i in range(0, n, b):
+        k = min(b, n - i)
+        blk, rows, E0, Cb, Bb = slice(i, i + k), np.arange(k), W[:k], C[:k], B[i:i + k]
+        np.matmul(Y[blk], A2.T, out=E0)
+        lead, m, t = _split_exp(E0, rows)
+        w = _row_scale(m, what)
+        ctl = _rescaled_residual(E0, 1.0, t, lead, rows, Bb, Cb)
+        if mode == "hvp":
+            np.matmul(YV[blk], A2.T, out=T[:k])
+            np.matmul(_rescaled_Q_split(E0, 1.0, lead, rows, Bb, Cb, ctl, T[:k], D[:k]), A2, out=H[blk])
+            H[blk] *= w[:, None]
+            continue
+        loss += 0.5 * float(np.dot(w, _rowdot(Cb, Cb) + ctl * ctl))
+        if mode == "gradient":
+            np.matmul(_rescaled_P_split(E0, 1.0, lead, rows, Bb, Cb, ctl), A2, out=H[blk])
+            H[blk] *= w[:, None]
+    return loss, None if H is None else A1.T @ H
+
+
+def rescaled_loss(A1: np.ndarray, A2: np.ndarray, X: np.ndarray, B: np.ndarray, *,
+                  block_rows: int | None = None) -> float:
+    """``L_res(X) = ½‖exp(A₁XA₂ᵀ) − D(X) B‖_F²`` (OverflowError beyond float64).
+
+    Derived in :doc:`/book/tensor_trick`.
+    """
     A1, A2, X, B = _problem(A1, A2, X, B)
-    _, Ct, w = _rescaled_state(A1, A2, X, B, "rescaled_loss")
-    return float(_finite(0.5 * float(np.dot(w, np.einsum("jk,jk->j", Ct, Ct))), "the rescaled loss"))
+    loss, _ = _rescaled_stream(A1, A2, X, B, None, block_rows, "loss", "rescaled_loss")
+    return float(_finite(loss, "the rescaled loss"))
 
 
-def rescaled_loss_and_gradient(A1: np.ndarray, A2: np.ndarray, X: np.ndarray,
-                               B: np.ndarray) -> tuple[float, np.ndarray]:
+def rescaled_loss_and_gradient(A1: np.ndarray, A2: np.ndarray, X: np.ndarray, B: np.ndarray, *,
+                               block_rows: int | None = None) -> tuple[float, np.ndarray]:
     """``(L_res, ∇_X L_res = A₁ᵀ P₂ A₂)``, ``P₂ = U∘C₂ − diag(rowsum(B∘C₂)) U``, ``C₂ = U − D(X)B``.
 
     Derived in :doc:`/book/tensor_trick`.
     """
     A1, A2, X, B = _problem(A1, A2, X, B)
-    E, Ct, w = _rescaled_state(A1, A2, X, B, "rescaled_loss_and_gradient")
-    loss = 0.5 * float(np.dot(w, np.einsum("jk,jk->j", Ct, Ct)))
-    grad = A1.T @ ((w[:, None] * _rescaled_P(E, Ct, B)) @ A2)
+    loss, grad = _rescaled_stream(A1, A2, X, B, None, block_rows, "gradient", "rescaled_loss_and_gradient")
     return float(_finite(loss, "the rescaled loss")), _finite(grad, "the rescaled gradient")
 
 
-def rescaled_gradient(A1: np.ndarray, A2: np.ndarray, X: np.ndarray, B: np.ndarray) -> np.ndarray:
+def rescaled_gradient(A1: np.ndarray, A2: np.ndarray, X: np.ndarray, B: np.ndarray, *,
+                      block_rows: int | None = None) -> np.ndarray:
     """``∇_X L_res = A₁ᵀ P₂ A₂``, ``P₂ = U∘C₂ − diag(rowsum(B∘C₂)) U``: O(n²d + nd²), no ``A₁⊗A₂``.
 
     Derived in :doc:`/book/tensor_trick`.
     """
-    return rescaled_loss_and_gradient(A1, A2, X, B)[1]
+    return rescaled_loss_and_gradient(A1, A2, X, B, block_rows=block_rows)[1]
 
 
-def rescaled_hvp(A1: np.ndarray, A2: np.ndarray, X: np.ndarray, B: np.ndarray, V: np.ndarray) -> np.ndarray:
-    """``∇²L_res[V] = A₁ᵀ Q₂ A₂``, ``Q₂`` the derivative of ``P₂`` along ``T = A₁VA₂ᵀ``. Derived in :doc:`/book/tensor_trick`."""
+def rescaled_hvp(A1: np.ndarray, A2: np.ndarray, X: np.ndarray, B: np.ndarray, V: np.ndarray, *,
+                 block_rows: int | None = None) -> np.ndarray:
+    """``∇²L_res[V] = A₁ᵀ Q₂ A₂``, ``Q₂`` the derivative of ``P₂`` along ``T = A₁VA₂ᵀ``.
+
+    Derived in :doc:`/book/tensor_trick`.
+    """
     A1, A2, X, B = _problem(A1, A2, X, B)
     V = _direction(V, X.shape[0])
-    E, Ct, w = _rescaled_state(A1, A2, X, B, "rescaled_hvp")
-    Q = w[:, None] * _rescaled_Q(E, Ct, B, (A1 @ V) @ A2.T)
-    return _finite(A1.T @ (Q @ A2), "the rescaled Hessian-vector product")
+    _, hv = _rescaled_stream(A1, A2, X, B, V, block_rows, "hvp", "rescaled_hvp")
+    return _finite(hv, "the rescaled Hessian-vector product")
 
 
 def rescaled_hessian(A1: np.ndarray, A2: np.ndarray, X: np.ndarray, B: np.ndarray,
@@ -492,7 +710,10 @@ def _loss_functions(loss: str) -> tuple[Callable, Callable]:
 
 def gradient_descent(A1: np.ndarray, A2: np.ndarray, B: np.ndarray, X0: np.ndarray, step: float,
                      iterations: int, loss: Loss = "normalized") -> OptimizationTrace:
-    """``X ← X − η A₁ᵀ P A₂`` for ``iterations`` steps (Kronecker-free gradient). Derived in :doc:`/book/tensor_trick`."""
+    """``X ← X − η A₁ᵀ P A₂`` for ``iterations`` steps (Kronecker-free gradient).
+
+    Derived in :doc:`/book/tensor_trick`.
+    """
     value_and_grad, _ = _loss_functions(loss)
     A1, A2, X, B = _problem(A1, A2, X0, B)
     step = as_nonnegative_float(step, "step")
