@@ -132,6 +132,11 @@ def test_checkpoint_with_wrong_shapes_is_rejected(tiny, tmp_path: pathlib.Path) 
     meta = json.loads((tmp_path / "tiny.json").read_text())
     meta["config"] = other.to_dict()
     (tmp_path / "tiny.json").write_text(json.dumps(meta))
+    with pytest.raises(mt.CheckpointError, match="digest"):
+        mt.load_checkpoint(tmp_path, "tiny")
+    # a file of the first format (no digest) is still checked against its configuration's shapes
+    del meta["digest"], meta["format"]
+    (tmp_path / "tiny.json").write_text(json.dumps(meta))
     with pytest.raises(mt.CheckpointError, match="corrupt"):
         mt.load_checkpoint(tmp_path, "tiny")
 

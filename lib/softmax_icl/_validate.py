@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["as_array", "as_matrix", "as_vector", "as_positive_int", "as_nonnegative_float", "check_finite"]
+__all__ = ["as_array", "as_matrix", "as_vector", "as_positive_int", "as_nonnegative_float", "check_finite",
+           "as_nonnegative_int", "as_bool", "check_size"]
 
 
 def _describe(shape: tuple[int | None, ...]) -> str:
@@ -88,3 +89,25 @@ def as_nonnegative_float(value: object, name: str) -> float:
     if not np.isfinite(out) or out < 0:
         raise ValueError(f"{name} must be finite and >= 0, got {out}")
     return out
+
+
+def as_nonnegative_int(value: object, name: str) -> int:
+    """A non-negative Python int (bools, floats and strings are rejected)."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value!r}")
+    return int(value)
+
+
+def as_bool(value: object, name: str) -> bool:
+    """A real bool (no truthy strings or numbers)."""
+    if not isinstance(value, bool | np.bool_):
+        raise TypeError(f"{name} must be true or false, got {type(value).__name__} {value!r}")
+    return bool(value)
+
+
+def check_size(count: int, limit: int, what: str) -> None:
+    """Refuse an allocation of ``count`` elements above ``limit``, before it is attempted."""
+    if count > limit:
+        raise ValueError(f"{what} would hold {count:.3g} elements, more than the limit {limit:.3g}")

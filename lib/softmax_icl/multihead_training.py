@@ -24,6 +24,8 @@ import json
 import os
 import pathlib
 import platform
+import re
+import tempfile
 import time
 import zipfile
 from collections.abc import Iterable, Sequence
@@ -39,11 +41,12 @@ import optax
 from . import __version__
 from . import sparse_regression as sreg
 from . import transformer as tf
-from ._validate import as_nonnegative_float, as_positive_int
+from ._validate import as_bool, as_nonnegative_float, as_nonnegative_int, as_positive_int, check_size
 
 __all__ = [
     "Config",
     "CheckpointError",
+    "TrainingDiverged",
     "load_configs",
     "sample_prompts",
     "init_model",
@@ -67,6 +70,11 @@ __all__ = [
 
 DTYPE = jnp.float32
 MODULE = "softmax_icl.multihead_training"
+MAX_PARAMETERS = 10**8
+MAX_PROMPT_ELEMENTS = 2**28
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}")
+_POSITIVE_INTS = ("d", "s", "n_layers", "n_heads", "width", "mlp_width", "steps", "batch", "chunk", "eval_n",
+                  "eval_tasks")
 
 
 # ---- configuration ------------------------------------------------------------------------------
@@ -101,31 +109,31 @@ class Config:
     eval_seed: int = 12345
 
     def __post_init__(self) -> None:
-        for k in (
-            "d",
-            "s",
-            "n_layers",
-            "n_heads",
-            "width",
-            "mlp_width",
-            "steps",
-            "batch",
-            "chunk",
-            "eval_n",
-            "eval_tasks",
-        ):
+        if not isinstance(self.name, str) or not _SAFE_NAME.fullmatch(self.name):
+            raise ValueError(
+                f"name must be a safe file name (letters, digits, '.', '_', '-', at most 100, not "
+                f"starting with '.'), got {self.name!r}"
+            )
+        for k in _POSITIVE_INTS:
             as_positive_int(getattr(self, k), k)
+        for k in ("warmup", "seed", "eval_seed"):
+            as_nonnegative_int(getattr(self, k), k)
+            if getattr(self, k) >= 2**32:
+                raise ValueError(f"{k} must be < 2**32, got {getattr(self, k)}")
         for k in ("sigma", "lr", "clip"):
             as_nonnegative_float(getattr(self, k), k)
+        for k in ("lr", "clip"):
+            if getattr(self, k) == 0:
+                raise ValueError(f"{k} must be > 0, got {getattr(self, k)!r}")
+        for k in ("use_mlp", "use_layer_norm"):
+            as_bool(getattr(self, k), k)
         if self.s > self.d:
             raise ValueError(f"s must be <= d, got s={self.s}, d={self.d}")
-        if self.attention not in ("softmax", "linear"):
+        if not isinstance(self.attention, str) or self.attention not in ("softmax", "linear"):
             raise ValueError(f"attention must be 'softmax' or 'linear', got {self.attention!r}")
-        n_values = tuple(int(n) for n in self.n_values)
-        if not n_values or min(n_values) < 1:
-            raise ValueError(
-                f"n_values must be a non-empty list of positive ints, got {self.n_values!r}"
-            )
+        if not isinstance(self.n_values, list | tuple) or not self.n_values:
+            raise TypeError(f"n_values must be a non-empty list of positive integers, got {self.n_values!r}")
+        n_values = tuple(as_positive_int(n, "n_values entry") for n in self.n_values)
         if any(max(n_values) % n for n in n_values):
             raise ValueError(f"every n in n_values must divide max(n_values), got {n_values}")
         if self.steps % self.chunk:
@@ -133,6 +141,11 @@ class Config:
         if self.width % self.n_heads:
             raise ValueError(f"width ({self.width}) must be divisible by n_heads ({self.n_heads})")
         object.__setattr__(self, "n_values", n_values)
+        check_size(_parameter_count(self), MAX_PARAMETERS, "the model's parameters")
+        check_size(self.batch * (max(n_values) + 1) * (self.d + 1), MAX_PROMPT_ELEMENTS, "a batch of prompts")
+        check_size(self.eval_tasks * (self.eval_n + 1) * (self.d + 1), MAX_PROMPT_ELEMENTS,
+                   "the evaluation prompts")
+        check_size(self.steps * 2, MAX_PROMPT_ELEMENTS, "the step keys")
 
     def to_dict(self) -> dict[str, Any]:
         """The configuration as a JSON-ready dictionary.
@@ -145,20 +158,67 @@ class Config:
     def from_dict(cls, data: dict[str, Any]) -> Config:
         """Inverse of :meth:`to_dict`; unknown keys raise.
         Derived in :doc:`/book/multihead_experiment`."""
+        if not isinstance(data, dict):
+            raise TypeError(f"a configuration must be a JSON object, got {type(data).__name__}")
         unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
-            raise ValueError(f"unknown configuration keys: {sorted(unknown)}")
+            raise ValueError(f"unknown configuration keys: {sorted(map(str, unknown))}")
+        if "name" not in data:
+            raise ValueError("name is missing")
         return cls(**data)
 
 
 def load_configs(path: str | os.PathLike[str]) -> list[Config]:
     """The runs of a file ``{"defaults": {...}, "runs": [{"name": ..., ...}, ...]}`` (each run
-    overrides the defaults). Derived in :doc:`/book/multihead_experiment`."""
-    data = json.loads(pathlib.Path(path).read_text())
+    overrides the defaults); every problem raises ``ValueError`` naming the file, the run and the
+    field. Derived in :doc:`/book/multihead_experiment`."""
+    data = _read_json(pathlib.Path(path), "configuration")
     if not isinstance(data, dict) or "runs" not in data:
         raise ValueError(f"{path}: expected a JSON object with a key 'runs'")
     defaults = data.get("defaults", {})
-    return [Config.from_dict({**defaults, **run}) for run in data["runs"]]
+    if not isinstance(defaults, dict):
+        raise ValueError(f"{path}: 'defaults' must be a JSON object, got {type(defaults).__name__}")
+    runs = data["runs"]
+    if not isinstance(runs, list) or not runs:
+        raise ValueError(f"{path}: 'runs' must be a non-empty list of JSON objects")
+    configs = []
+    for i, run in enumerate(runs):
+        if not isinstance(run, dict):
+            raise ValueError(f"{path}: runs[{i}] must be a JSON object, got {type(run).__name__}")
+        try:
+            configs.append(Config.from_dict({**defaults, **run}))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{path}: runs[{i}] ({run.get('name', 'no name')!r}): {exc}") from exc
+    names = [c.name for c in configs]
+    duplicate = sorted({n for n in names if names.count(n) > 1})
+    if duplicate:
+        raise ValueError(f"{path}: run names must be unique, repeated: {duplicate}")
+    return configs
+
+
+def _read_json(path: pathlib.Path, what: str) -> Any:
+    """Parse a JSON file; a missing, unreadable or malformed file raises ``ValueError`` naming it."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: cannot read the {what} file ({type(exc).__name__}: {exc})") from exc
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise ValueError(f"{path}: the {what} file is not valid JSON ({exc})") from exc
+
+
+def _reject_constant(name: str) -> Any:
+    raise json.JSONDecodeError(f"{name} is not a number", name, 0)
+
+
+def _parameter_count(config: Config) -> int:
+    """The number of parameters of the configured model, computed without building it."""
+    D, h, L, F = config.width, config.n_heads, config.n_layers, config.mlp_width
+    k = max(1, D // h)
+    per_layer = 4 * h * D * k + (2 * D * F + F + D if config.use_mlp else 0)
+    per_layer += (2 * D if config.use_layer_norm else 0) * (2 if config.use_mlp else 1)
+    return (config.d + 1) * D + D + L * per_layer + D + 1 + (2 * D if config.use_layer_norm else 0)
 
 
 # ---- data and model -----------------------------------------------------------------------------
@@ -175,6 +235,19 @@ def sample_prompts(
     chapter): one compiled shape trains every context length. Task distribution as in
     :func:`softmax_icl.sparse_regression.sample_tasks`.
     Derived in :doc:`/book/multihead_experiment`."""
+    batch = as_positive_int(batch, "batch")
+    d = as_positive_int(d, "d")
+    s = as_positive_int(s, "s")
+    if s > d:
+        raise ValueError(f"s must be <= d, got s={s}, d={d}")
+    sigma = as_nonnegative_float(sigma, "sigma")
+    if isinstance(n_values, str | bytes) or not isinstance(n_values, Sequence) or not n_values:
+        raise TypeError(f"n_values must be a non-empty sequence of positive integers, got {n_values!r}")
+    n_values = tuple(as_positive_int(n, "n_values entry") for n in n_values)
+    if any(max(n_values) % n for n in n_values):
+        raise ValueError(f"every n in n_values must divide max(n_values), got {n_values}")
+    check_size(batch * (max(n_values) + 1) * (d + 1), MAX_PROMPT_ELEMENTS, "the prompts")
+    _check_key(key)
     N = max(n_values)
     k_n, k_supp, k_val, k_x, k_noise = jax.random.split(key, 5)
     n = jnp.asarray(n_values)[jax.random.randint(k_n, (batch,), 0, len(n_values))]
@@ -187,6 +260,14 @@ def sample_prompts(
     Xc = jnp.take_along_axis(X[:, :N], idx[:, :, None], axis=1)
     yc = jnp.take_along_axis(y[:, :N], idx, axis=1)
     return tf.make_prompt(Xc, yc, X[:, N]), y[:, N], n
+
+
+def _check_key(key: Any) -> None:
+    shape, dtype = getattr(key, "shape", None), getattr(key, "dtype", None)
+    typed = dtype is not None and jnp.issubdtype(dtype, jax.dtypes.prng_key)
+    if not (typed and shape == ()) and not (shape == (2,) and dtype == jnp.uint32):
+        raise TypeError(f"key must be a JAX PRNG key (jax.random.PRNGKey(seed)), got {type(key).__name__} "
+                        f"of shape {shape} and dtype {dtype}")
 
 
 def init_model(config: Config, key: jax.Array) -> tf.Params:
@@ -238,7 +319,10 @@ def _chunk(params: tf.Params, opt_state: Any, keys: jax.Array, config: Config):
 def train(config: Config, progress: Any = None) -> dict[str, Any]:
     """Train one model: Adam with warm-up and cosine decay, fresh tasks every step; returns
     ``{"params", "losses" (mean per chunk), "wall_seconds", "steps_per_second", "final_loss"}``.
-    Deterministic for ``config.seed``. Derived in :doc:`/book/multihead_experiment`."""
+    Deterministic for ``config.seed``; a non-finite loss raises :class:`TrainingDiverged`.
+    Derived in :doc:`/book/multihead_experiment`."""
+    if not isinstance(config, Config):
+        raise TypeError(f"config must be a Config, got {type(config).__name__}")
     key_init, key_data = jax.random.split(jax.random.PRNGKey(config.seed))
     params = init_model(config, key_init)
     opt_state = _optimizer(config).init(params)
@@ -249,6 +333,11 @@ def train(config: Config, progress: Any = None) -> dict[str, Any]:
     for keys in step_keys:
         params, opt_state, chunk_losses = _chunk(params, opt_state, keys, config)
         losses.append(float(jnp.mean(chunk_losses)))
+        if not np.isfinite(losses[-1]):
+            raise TrainingDiverged(
+                f"run {config.name!r} diverged: the training loss is {losses[-1]} after "
+                f"{len(losses) * config.chunk} steps (lr={config.lr}); lower lr or clip"
+            )
         if first_chunk_end is None:
             first_chunk_end = time.perf_counter()  # includes compilation
         if progress is not None:
@@ -278,6 +367,11 @@ class CheckpointError(RuntimeError):
     Derived in :doc:`/book/multihead_experiment`."""
 
 
+class TrainingDiverged(RuntimeError):
+    """The training loss became non-finite (NaN or inf): nothing is written.
+    Derived in :doc:`/book/multihead_experiment`."""
+
+
 def recreate_command(config_path: str | os.PathLike[str], name: str) -> str:
     """The shell command that (re)creates the checkpoint ``name``.
     Derived in :doc:`/book/multihead_experiment`."""
@@ -290,12 +384,18 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, np.ndarray]:
         for k, v in tree.items():
             out.update(_flatten(v, f"{prefix}{k}/"))
         return out
-    if isinstance(tree, list):
+    if isinstance(tree, list | tuple):
         out = {}
         for i, v in enumerate(tree):
             out.update(_flatten(v, f"{prefix}{i}/"))
         return out
-    return {prefix[:-1]: np.asarray(tree, dtype=np.float32)}
+    leaf = np.asarray(tree) if hasattr(tree, "dtype") else None
+    if leaf is None or not np.issubdtype(leaf.dtype, np.floating):
+        raise TypeError(f"params leaf {prefix[:-1]!r} must be a floating-point array, got {type(tree).__name__}")
+    leaf = leaf.astype(np.float32)
+    if not np.all(np.isfinite(leaf)):
+        raise ValueError(f"params leaf {prefix[:-1]!r} has non-finite entries")
+    return {prefix[:-1]: leaf}
 
 
 def _unflatten(flat: dict[str, np.ndarray]) -> Any:
@@ -317,33 +417,109 @@ def _unflatten(flat: dict[str, np.ndarray]) -> Any:
     return fix(root)
 
 
+def _expected_shapes(config: Config) -> dict[str, tuple[int, ...]]:
+    """The flattened parameter shapes of :func:`init_model`, computed without building the model."""
+    D, h, F = config.width, config.n_heads, config.mlp_width
+    k = max(1, D // h)
+    out: dict[str, tuple[int, ...]] = {"embed/W": (config.d + 1, D), "embed/b": (D,)}
+    for l in range(config.n_layers):
+        p = f"layers/{l}/"
+        out.update({p + "attn/W_Q": (h, D, k), p + "attn/W_K": (h, D, k), p + "attn/W_V": (h, D, k),
+                    p + "attn/W_O": (h, k, D)})
+        if config.use_layer_norm:
+            out.update({p + "ln1/scale": (D,), p + "ln1/bias": (D,)})
+        if config.use_mlp:
+            out.update({p + "mlp/W1": (D, F), p + "mlp/b1": (F,), p + "mlp/W2": (F, D), p + "mlp/b2": (D,)})
+            if config.use_layer_norm:
+                out.update({p + "ln2/scale": (D,), p + "ln2/bias": (D,)})
+    if config.use_layer_norm:
+        out.update({"ln_f/scale": (D,), "ln_f/bias": (D,)})
+    out.update({"readout/w": (D,), "readout/b": ()})
+    return out
+
+
+def _check_flat(flat: dict[str, np.ndarray], config: Config) -> None:
+    want = _expected_shapes(config)
+    if set(flat) != set(want):
+        missing, extra = sorted(set(want) - set(flat)), sorted(set(flat) - set(want))
+        raise ValueError(f"parameters do not match the configuration (missing {missing[:3]}, extra {extra[:3]})")
+    for key, shape in want.items():
+        a = flat[key]
+        if a.shape != shape:
+            raise ValueError(f"parameter {key} has shape {a.shape}, the configuration needs {shape}")
+        if a.dtype != np.float32:
+            raise ValueError(f"parameter {key} has dtype {a.dtype}, checkpoints hold float32")
+        if not np.all(np.isfinite(a)):
+            raise ValueError(f"parameter {key} has non-finite entries")
+
+
+_RESERVED = ("config", "format", "sha256", "digest")
+
+
+def _digest(raw: bytes, meta: dict[str, Any]) -> str:
+    """SHA-256 over the parameters (the .npz bytes) and every metadata entry but the digest itself."""
+    body = json.dumps({k: v for k, v in meta.items() if k != "digest"}, sort_keys=True, separators=(",", ":"),
+                      allow_nan=False)
+    return hashlib.sha256(raw + b"\0" + body.encode()).hexdigest()
+
+
+def _atomic_write(path: pathlib.Path, data: bytes) -> None:
+    """Write through a temporary file in the same directory and rename it: never a partial file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        pathlib.Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def save_checkpoint(
     directory: str | os.PathLike[str], config: Config, params: tf.Params, metadata: dict[str, Any]
 ) -> tuple[pathlib.Path, pathlib.Path]:
     """Write ``<name>.npz`` (float32 params, flattened keys) and ``<name>.json`` (config, metadata,
-    SHA-256 of the npz). Derived in :doc:`/book/multihead_experiment`."""
-    directory = pathlib.Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    SHA-256 of the npz and a digest over the parameters and the metadata), each atomically; everything
+    is checked before anything is written. Derived in :doc:`/book/multihead_experiment`."""
+    if not isinstance(config, Config):
+        raise TypeError(f"config must be a Config, got {type(config).__name__}")
+    if not isinstance(metadata, dict) or not all(isinstance(k, str) for k in metadata):
+        raise TypeError("metadata must be a dict with string keys")
+    clash = sorted(set(metadata) & set(_RESERVED))
+    if clash:
+        raise ValueError(f"metadata must not set the reserved keys {clash} (the checkpoint writes them)")
+    flat = _flatten(params)
+    _check_flat(flat, config)
     buf = io.BytesIO()
-    np.savez_compressed(buf, **_flatten(params))
-    npz = directory / f"{config.name}.npz"
-    npz.write_bytes(buf.getvalue())
-    meta = {
-        "config": config.to_dict(),
-        **metadata,
-        "sha256": hashlib.sha256(buf.getvalue()).hexdigest(),
-    }
-    js = directory / f"{config.name}.json"
-    js.write_text(json.dumps(meta, indent=1) + "\n")
+    np.savez_compressed(buf, **flat)
+    raw = buf.getvalue()
+    meta = {"config": config.to_dict(), **metadata, "format": 2, "sha256": hashlib.sha256(raw).hexdigest()}
+    try:
+        meta = json.loads(json.dumps(meta, allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"metadata must be JSON with finite numbers only ({exc})") from exc
+    meta["digest"] = _digest(raw, meta)
+    directory = pathlib.Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise ValueError(f"directory {directory} exists and is not a directory")
+    directory.mkdir(parents=True, exist_ok=True)
+    npz, js = directory / f"{config.name}.npz", directory / f"{config.name}.json"
+    root = directory.resolve()
+    if npz.resolve().parent != root or js.resolve().parent != root:
+        raise ValueError(f"checkpoint {config.name!r} would be written outside {directory}")
+    _atomic_write(npz, raw)
+    _atomic_write(js, (json.dumps(meta, indent=1, allow_nan=False) + "\n").encode())
     return npz, js
 
 
 def load_checkpoint(
     directory: str | os.PathLike[str], name: str, config_path: str | os.PathLike[str] | None = None
 ) -> tuple[Config, tf.Params, dict[str, Any]]:
-    """Load ``(config, params, metadata)`` of run ``name``; a missing or corrupt file raises
-    :class:`CheckpointError` naming the command that recreates it.
-    Derived in :doc:`/book/multihead_experiment`."""
+    """Load ``(config, params, metadata)`` of run ``name``; a missing, corrupt or tampered file raises
+    :class:`CheckpointError` naming the command that recreates it. The metadata and the configuration
+    are checked before any array is built. Derived in :doc:`/book/multihead_experiment`."""
+    if not isinstance(name, str) or not _SAFE_NAME.fullmatch(name):
+        raise ValueError(f"name must be a safe file name, got {name!r}")
     directory = pathlib.Path(directory)
     cfg_path = config_path or directory / "sweep.json"
     fix = f"recreate it with: {recreate_command(cfg_path, name)}"
@@ -352,9 +528,13 @@ def load_checkpoint(
         if not f.is_file():
             raise CheckpointError(f"checkpoint file {f} is missing; {fix}")
     try:
-        meta = json.loads(js.read_text())
+        meta = _read_json(js, "checkpoint metadata")
+        if not isinstance(meta, dict) or "config" not in meta:
+            raise ValueError("expected a JSON object with a key 'config'")
         config = Config.from_dict(meta["config"])
-    except (ValueError, KeyError, TypeError) as exc:
+        if config.name != name:
+            raise ValueError(f"it records the run {config.name!r}")
+    except (ValueError, TypeError) as exc:
         raise CheckpointError(f"checkpoint metadata {js} is unreadable ({exc}); {fix}") from exc
     raw = npz.read_bytes()
     if hashlib.sha256(raw).hexdigest() != meta.get("sha256"):
@@ -362,19 +542,20 @@ def load_checkpoint(
             f"checkpoint {npz} does not match the SHA-256 recorded in {js} (corrupt or "
             f"stale); {fix}"
         )
+    if "digest" in meta or meta.get("format", 1) != 1:
+        try:
+            ok = _digest(raw, meta) == meta.get("digest")
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise CheckpointError(f"checkpoint {js} does not match its digest (parameters and metadata "
+                                  f"were changed after it was written); {fix}")
     try:
-        with np.load(io.BytesIO(raw)) as f:
+        with np.load(io.BytesIO(raw), allow_pickle=False) as f:
             flat = {k: f[k] for k in f.files}
+        _check_flat(flat, config)
         params = _unflatten(flat)
-        template = init_model(config, jax.random.PRNGKey(0))
-        if jax.tree_util.tree_structure(params) != jax.tree_util.tree_structure(template) or any(
-            a.shape != b.shape
-            for a, b in zip(
-                jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(template), strict=True
-            )
-        ):
-            raise ValueError("parameter shapes do not match the recorded configuration")
-    except (ValueError, OSError, zipfile.BadZipFile, KeyError) as exc:
+    except (ValueError, OSError, zipfile.BadZipFile, KeyError, EOFError) as exc:
         raise CheckpointError(f"checkpoint {npz} is corrupt ({exc}); {fix}") from exc
     return config, params, meta
 
@@ -481,12 +662,26 @@ def head_masks(
     """Per-layer 0/1 vectors: all ones, or (``keep``) only the listed heads of the listed layers
     (other layers untouched), with head ``drop = (layer, head)`` switched off.
     Derived in :doc:`/book/multihead_experiment`."""
-    masks = [np.ones(config.n_heads) for _ in range(config.n_layers)]
+    L, h = config.n_layers, config.n_heads
+
+    def index(value: Any, size: int, what: str) -> int:
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or not 0 <= value < size:
+            raise ValueError(f"{what} must be an integer in [0, {size}), got {value!r}")
+        return int(value)
+
+    masks = [np.ones(h) for _ in range(L)]
+    if keep is not None and not isinstance(keep, dict):
+        raise TypeError(f"keep must be a dict {{layer: [heads]}}, got {type(keep).__name__}")
     for layer, heads in (keep or {}).items():
-        masks[layer] = np.zeros(config.n_heads)
-        masks[layer][list(heads)] = 1.0
+        layer = index(layer, L, "a layer of keep")
+        if isinstance(heads, str | bytes) or not isinstance(heads, Sequence):
+            raise TypeError(f"keep[{layer}] must be a list of head indices, got {heads!r}")
+        masks[layer] = np.zeros(h)
+        masks[layer][[index(j, h, f"a head of keep[{layer}]") for j in heads]] = 1.0
     if drop is not None:
-        masks[drop[0]][drop[1]] = 0.0
+        if not isinstance(drop, tuple | list) or len(drop) != 2:
+            raise TypeError(f"drop must be a pair (layer, head), got {drop!r}")
+        masks[index(drop[0], L, "drop's layer")][index(drop[1], h, "drop's head")] = 0.0
     return masks
 
 
@@ -602,6 +797,8 @@ def _run(config: Config, directory: pathlib.Path, config_path: str) -> dict[str,
     with tqdm(total=config.steps, desc=config.name, unit="step") as bar:
         result = train(config, bar)
     risks = evaluate(config, result["params"])
+    if not np.all(np.isfinite(risks)):
+        raise TrainingDiverged(f"run {config.name!r}: the trained model's predictions are not finite")
     metadata = {
         "seed": config.seed,
         "steps": config.steps,
@@ -626,9 +823,24 @@ def _run(config: Config, directory: pathlib.Path, config_path: str) -> dict[str,
     return metadata
 
 
+def _output_directory(out: pathlib.Path) -> pathlib.Path:
+    """``--out``: an existing or creatable, writable directory (checked before any training)."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} exists and is not a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"--out {out} cannot be created ({exc.strerror})") from exc
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise ValueError(f"--out {out} is not writable")
+    return out
+
+
 def main(argv: Iterable[str] | None = None) -> None:
     """Command line: train the runs of ``--config`` (or those named by ``--only``) and write their
-    checkpoints and metadata next to the config. Derived in :doc:`/book/multihead_experiment`."""
+    checkpoints and metadata into ``--out`` (default: next to the config). A bad file, field or
+    argument prints one line and exits with status 2 before any training; so does a diverging run
+    (nothing of it is written). Derived in :doc:`/book/multihead_experiment`."""
     parser = argparse.ArgumentParser(
         prog=f"python -m {MODULE}", description=(__doc__ or "").splitlines()[0]
     )
@@ -638,19 +850,24 @@ def main(argv: Iterable[str] | None = None) -> None:
     parser.add_argument(
         "--out", default=None, help="output directory (default: the config's directory)"
     )
-    parser.add_argument("--only", nargs="*", default=None, help="names of the runs to train")
+    parser.add_argument("--only", nargs="+", default=None, help="names of the runs to train")
     args = parser.parse_args(None if argv is None else list(argv))
-    out = pathlib.Path(args.out) if args.out else pathlib.Path(args.config).parent
-    configs = load_configs(args.config)
-    if args.only:
-        unknown = set(args.only) - {c.name for c in configs}
-        if unknown:
-            raise SystemExit(f"unknown run name(s) {sorted(unknown)} in {args.config}")
+    try:
+        configs = load_configs(args.config)
+        if args.only:
+            unknown = sorted(set(args.only) - {c.name for c in configs})
+            if unknown:
+                raise ValueError(f"{args.config}: --only names unknown run(s) {unknown}")
+            configs = [c for c in configs if c.name in args.only]
+        out = _output_directory(pathlib.Path(args.out) if args.out else pathlib.Path(args.config).parent)
+    except ValueError as exc:
+        parser.exit(2, f"{parser.prog}: error: {exc}\n")
     total = time.perf_counter()
     for config in configs:
-        if args.only and config.name not in args.only:
-            continue
-        meta = _run(config, out, args.config)
+        try:
+            meta = _run(config, out, args.config)
+        except TrainingDiverged as exc:
+            parser.exit(2, f"{parser.prog}: error: {args.config}: {exc}\n")
         print(
             f"{config.name}: {meta['wall_seconds']:.1f} s, {meta['steps_per_second']:.1f} steps/s, "
             f"final loss {meta['final_loss']:.4f}, excess risk (n={config.eval_n}) "
