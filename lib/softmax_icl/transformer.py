@@ -47,6 +47,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._validate import as_bool, as_nonnegative_float, as_nonnegative_int, as_positive_int, check_size
+
 __all__ = [
     "Attention",
     "layer_norm",
@@ -70,6 +72,7 @@ __all__ = [
 Attention = Literal["linear", "softmax"]
 Params = dict[str, Any]
 LN_EPS = 1e-5
+MAX_ELEMENTS = 2**28  # parameters of one model (and prompts): 1 GiB of float32, checked before allocation
 
 
 # ---- validation (shape-only, so it also works on tracers inside jit) ------------------------
@@ -85,6 +88,14 @@ def _check_float(x: Any, name: str, ndim: int) -> None:
         raise ValueError(f"{name} must be {ndim}-D, got shape {tuple(x.shape)}")
 
 
+def _finite_or_traced(x: Any) -> bool:
+    """Whether every entry of ``x`` is finite; True for an abstract value inside ``jit`` (not checkable)."""
+    try:
+        return bool(jnp.all(jnp.isfinite(x)))
+    except jax.errors.ConcretizationTypeError:
+        return True
+
+
 def _check_attention(kind: str) -> None:
     if kind not in ("linear", "softmax"):
         raise ValueError(f"attention must be 'linear' or 'softmax', got {kind!r}")
@@ -95,6 +106,16 @@ def check_params(params: Params) -> tuple[int, int]:
 
     Derived in :doc:`/book/sparse_regression`.
     """
+    try:
+        return _check_params(params)
+    except (KeyError, TypeError, AttributeError, IndexError) as exc:
+        if isinstance(exc, TypeError) and "must be" in str(exc):
+            raise
+        raise ValueError(f"params do not have the structure of the module docstring ({type(exc).__name__}: "
+                         f"{exc})") from exc
+
+
+def _check_params(params: Params) -> tuple[int, int]:
     if not isinstance(params, dict) or "layers" not in params or "readout" not in params:
         raise ValueError(
             "params must be a dict with keys 'layers' and 'readout' (and optionally "
@@ -110,6 +131,10 @@ def check_params(params: Params) -> tuple[int, int]:
             )
     else:
         D = D_in = int(params["readout"]["w"].shape[0])
+    if not isinstance(params["layers"], list | tuple):
+        raise ValueError("params['layers'] must be a list of layers")
+    _check_float(params["readout"]["w"], "readout.w", 1)
+    _check_float(params["readout"]["b"], "readout.b", 0)
     for l, layer in enumerate(params["layers"]):
         a = layer["attn"]
         for key in ("W_Q", "W_K", "W_V", "W_O"):
@@ -127,10 +152,15 @@ def check_params(params: Params) -> tuple[int, int]:
                     f"layers[{l}].attn.{key} must have shape {shape}, got {tuple(a[key].shape)}"
                 )
         for ln in ("ln1", "ln2"):
-            if ln in layer and tuple(layer[ln]["scale"].shape) != (D,):
-                raise ValueError(f"layers[{l}].{ln}.scale must have shape ({D},)")
+            if ln in layer:
+                for part in ("scale", "bias"):
+                    _check_float(layer[ln][part], f"layers[{l}].{ln}.{part}", 1)
+                    if tuple(layer[ln][part].shape) != (D,):
+                        raise ValueError(f"layers[{l}].{ln}.{part} must have shape ({D},)")
         if "mlp" in layer:
             m = layer["mlp"]
+            for key, nd in (("W1", 2), ("b1", 1), ("W2", 2), ("b2", 1)):
+                _check_float(m[key], f"layers[{l}].mlp.{key}", nd)
             F = m["W1"].shape[1]
             for key, shape in {"W1": (D, F), "b1": (F,), "W2": (F, D), "b2": (D,)}.items():
                 if tuple(m[key].shape) != shape:
@@ -141,6 +171,11 @@ def check_params(params: Params) -> tuple[int, int]:
         raise ValueError(
             f"readout.w must have shape ({D},), got {tuple(params['readout']['w'].shape)}"
         )
+    if "ln_f" in params:
+        for part in ("scale", "bias"):
+            _check_float(params["ln_f"][part], f"ln_f.{part}", 1)
+            if tuple(params["ln_f"][part].shape) != (D,):
+                raise ValueError(f"ln_f.{part} must have shape ({D},)")
     return D_in, D
 
 
@@ -148,17 +183,26 @@ def _check_head_mask(params: Params, head_mask: Sequence[Any] | None) -> None:
     if head_mask is None:
         return
     layers = params["layers"]
+    if isinstance(head_mask, str | bytes) or not isinstance(head_mask, Sequence):
+        raise TypeError(f"head_mask must be a list with one vector per layer, got {type(head_mask).__name__}")
     if len(head_mask) != len(layers):
         raise ValueError(
             f"head_mask must have one vector per layer ({len(layers)}), got {len(head_mask)}"
         )
     for l, (m, layer) in enumerate(zip(head_mask, layers, strict=True)):
         h = layer["attn"]["W_Q"].shape[0]
-        if tuple(jnp.shape(m)) != (h,):
+        try:
+            shape = tuple(jnp.shape(m))
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"head_mask[{l}] must be an array of {h} numbers") from exc
+        if shape != (h,):
             raise ValueError(
                 f"head_mask[{l}] must have shape ({h},) (one entry per head), "
-                f"got {tuple(jnp.shape(m))}"
+                f"got {shape}"
             )
+        dtype = np.dtype(getattr(m, "dtype", None) or np.asarray(m).dtype)
+        if dtype.kind not in "biuf" or not _finite_or_traced(jnp.asarray(m, dtype=jnp.float32)):
+            raise ValueError(f"head_mask[{l}] must hold finite real numbers")
 
 
 # ---- the layers ------------------------------------------------------------------------------
@@ -267,6 +311,10 @@ def _prepare(params: Params, E: Any, attention: str, head_mask: Sequence[Any] | 
         raise ValueError(
             f"E needs at least one context token and the query, got {E.shape[-2]} token(s)"
         )
+    if E.size == 0:
+        raise ValueError(f"E must be non-empty, got shape {tuple(E.shape)}")
+    if not _finite_or_traced(E):
+        raise ValueError("E must be finite (it has NaN or inf entries)")
     _check_head_mask(params, head_mask)
     mask = None if head_mask is None else [jnp.asarray(m, dtype=E.dtype) for m in head_mask]
     return E, mask
@@ -312,10 +360,13 @@ def make_prompt(X: Any, y: Any, x_query: Any) -> jax.Array:
 
     Derived in :doc:`/book/sparse_regression`.
     """
-    X, y, xq = (jnp.asarray(a) for a in (X, y, x_query))
-    for a, name in ((X, "X"), (y, "y"), (xq, "x_query")):
-        if not jnp.issubdtype(a.dtype, jnp.floating):
-            raise TypeError(f"{name} must be a floating-point array, got dtype {a.dtype}")
+    arrays = []
+    for a, name in ((X, "X"), (y, "y"), (x_query, "x_query")):
+        dtype = getattr(a, "dtype", None) if hasattr(a, "dtype") else np.asarray(a).dtype
+        if not np.issubdtype(np.dtype(dtype), np.floating):
+            raise TypeError(f"{name} must be a floating-point array, got dtype {dtype}")
+        arrays.append(jnp.asarray(a))
+    X, y, xq = arrays
     if X.ndim < 2 or y.shape != X.shape[:-1] or xq.shape != X.shape[:-2] + X.shape[-1:]:
         raise ValueError(
             f"need X (..., n, d), y (..., n), x_query (..., d); got "
@@ -324,6 +375,14 @@ def make_prompt(X: Any, y: Any, x_query: Any) -> jax.Array:
     context = jnp.concatenate([X, y[..., None]], axis=-1)
     query = jnp.concatenate([xq, jnp.zeros_like(xq[..., :1])], axis=-1)[..., None, :]
     return jnp.concatenate([context, query], axis=-2)
+
+
+def _check_key(key: Any) -> None:
+    shape, dtype = getattr(key, "shape", None), getattr(key, "dtype", None)
+    typed = dtype is not None and jnp.issubdtype(dtype, jax.dtypes.prng_key)
+    if not (typed and shape == ()) and not (shape == (2,) and dtype == jnp.uint32):
+        raise TypeError(f"key must be a JAX PRNG key (jax.random.PRNGKey(seed)), got {type(key).__name__} "
+                        f"of shape {shape} and dtype {dtype}")
 
 
 def init_params(
@@ -345,13 +404,26 @@ def init_params(
 
     Derived in :doc:`/book/sparse_regression`.
     """
-    heads = [n_heads] * n_layers if isinstance(n_heads, int) else list(n_heads)
-    if len(heads) != n_layers or min(heads) < 1 or width < 1 or d_in < 1:
-        raise ValueError(
-            f"need width, d_in >= 1 and one positive head count per layer, got {n_heads!r}"
-        )
+    _check_key(key)
+    d_in, width = as_positive_int(d_in, "d_in"), as_positive_int(width, "width")
+    n_layers = as_nonnegative_int(n_layers, "n_layers")
+    check_size(n_layers, 10**4, "the list of layers")
+    if isinstance(n_heads, int | np.integer) and not isinstance(n_heads, bool):
+        heads = [as_positive_int(n_heads, "n_heads")] * n_layers
+    elif isinstance(n_heads, Sequence) and not isinstance(n_heads, str | bytes):
+        heads = [as_positive_int(h, "n_heads entry") for h in n_heads]
+        if len(heads) != n_layers:
+            raise ValueError(f"n_heads must give one head count per layer ({n_layers}), got {len(heads)}")
+    else:
+        raise TypeError(f"n_heads must be a positive integer or one per layer, got {n_heads!r}")
+    d_head = None if d_head is None else as_positive_int(d_head, "d_head")
+    mlp_width = None if mlp_width is None else as_positive_int(mlp_width, "mlp_width")
+    use_mlp, use_layer_norm = as_bool(use_mlp, "use_mlp"), as_bool(use_layer_norm, "use_layer_norm")
+    std = as_nonnegative_float(std, "std")
+    if dtype is not None and not np.issubdtype(np.dtype(dtype), np.floating):
+        raise TypeError(f"dtype must be a floating-point dtype, got {dtype!r}")
     dtype = dtype or (jnp.float64 if jax.config.jax_enable_x64 else jnp.float32)
-    k_dim = d_head or max(1, width // max(heads))
+    k_dim = d_head or max(1, width // max(heads, default=1))
     F = mlp_width or 4 * width
     shapes: list[tuple[int, ...]] = [(d_in, width), (width,)]
     for h in heads:
@@ -360,6 +432,7 @@ def init_params(
             + [(h, k_dim, width)]
             + ([(width, F), (F, width)] if use_mlp else [])
         )
+    check_size(sum(int(np.prod(sh, dtype=object)) for sh in shapes), MAX_ELEMENTS, "the parameters")
     # one draw for all weights (eager per-shape draws would compile once per shape)
     flat = np.asarray(jax.random.normal(key, (sum(int(np.prod(sh)) for sh in shapes),), dtype))
     offsets = iter(np.cumsum([0] + [int(np.prod(sh)) for sh in shapes]))
@@ -417,14 +490,34 @@ def init_params(
 # the label y in slot 2d. Column notation: W^{PV} Ĝ W^{KQ} z.
 
 
+def _float_array(value: Any, name: str) -> np.ndarray:
+    """A finite float64 copy of a real array (ragged lists, strings, complex, NaN/inf rejected)."""
+    try:
+        arr = np.asarray(value)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{name} must be a real array, could not convert it ({exc})") from exc
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must be a real array, got dtype {arr.dtype}")
+    arr = arr.astype(float)
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} must be finite")
+    return arr
+
+
+def _stream_width(d: Any) -> int:
+    d = as_positive_int(d, "d")
+    check_size((2 * d + 1) ** 2, MAX_ELEMENTS, "a layer of the construction")
+    return d
+
+
 def linear_head_params(W_PV: Sequence[np.ndarray], W_KQ: Sequence[np.ndarray]) -> Params:
     """Attention params of ``h`` linear heads given in the theory's form ``W^{PV}_j Ĝ W^{KQ}_j z``
     (each D×D): ``W_Q = (W^{KQ})ᵀ``, ``W_K = W_V = I``, ``W_O = (W^{PV})ᵀ``.
 
     Derived in :doc:`/book/sparse_regression`.
     """
-    PV, KQ = np.asarray(W_PV, dtype=float), np.asarray(W_KQ, dtype=float)
-    if PV.ndim != 3 or PV.shape != KQ.shape or PV.shape[1] != PV.shape[2]:
+    PV, KQ = _float_array(W_PV, "W_PV"), _float_array(W_KQ, "W_KQ")
+    if PV.ndim != 3 or PV.shape != KQ.shape or PV.shape[1] != PV.shape[2] or PV.size == 0:
         raise ValueError(f"W_PV and W_KQ must both be (h, D, D), got {PV.shape} and {KQ.shape}")
     h, D, _ = PV.shape
     eye = np.broadcast_to(np.eye(D), (h, D, D))
@@ -444,6 +537,7 @@ def construction_embedding(d: int) -> Params:
 
     Derived in :doc:`/book/sparse_regression`.
     """
+    d = _stream_width(d)
     W = np.zeros((d + 1, 2 * d + 1))
     W[np.arange(d), np.arange(d)] = 1.0
     W[d, 2 * d] = 1.0
@@ -456,8 +550,16 @@ def preprocess_layer(d: int, heads: Sequence[int] | None = None) -> Params:
 
     Derived in :doc:`/book/sparse_regression`.
     """
+    d = _stream_width(d)
     D = 2 * d + 1
+    if heads is not None and (isinstance(heads, str | bytes) or not isinstance(heads, Sequence)):
+        raise TypeError(f"heads must be None or a list of coordinates, got {heads!r}")
     heads = list(range(d)) if heads is None else list(heads)
+    for j in heads:
+        if isinstance(j, bool) or not isinstance(j, int | np.integer) or not 0 <= j < d:
+            raise ValueError(f"heads must be coordinates in [0, {d}), got {j!r}")
+    if not heads or len(set(heads)) != len(heads):
+        raise ValueError(f"heads must be a non-empty list of distinct coordinates, got {heads!r}")
     PV, KQ = np.zeros((len(heads), D, D)), np.zeros((len(heads), D, D))
     for m, j in enumerate(heads):
         KQ[m, 2 * d, j] = 1.0
@@ -472,6 +574,8 @@ def gd_layer(d: int, eta: float) -> Params:
 
     Derived in :doc:`/book/sparse_regression`.
     """
+    d = _stream_width(d)
+    eta = _finite_float(eta, "eta")
     D = 2 * d + 1
     KQ = np.zeros((1, D, D))
     KQ[0, np.arange(d, 2 * d), np.arange(d, 2 * d)] = 1.0
@@ -480,15 +584,25 @@ def gd_layer(d: int, eta: float) -> Params:
     return {"attn": linear_head_params(PV, KQ)}
 
 
+def _finite_float(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    if not np.isfinite(float(value)):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    return float(value)
+
+
 def construct_pto_transformer(d: int, eta: float, K: int) -> Params:
     """The linear-attention transformer of the chapter: read-in, one ``d``-head preprocessing layer,
     ``K`` single-head gradient layers; the prediction is minus the query's label slot.
 
     Derived in :doc:`/book/sparse_regression`.
     """
-    if d < 1 or K < 0:
-        raise ValueError(f"need d >= 1 and K >= 0, got d={d}, K={K}")
+    d = _stream_width(d)
+    K = as_nonnegative_int(K, "K")
+    eta = _finite_float(eta, "eta")
     D = 2 * d + 1
+    check_size(4 * (K + 1) * d * D * D, MAX_ELEMENTS, f"the construction with K={K} layers")
     readout = np.zeros(D)
     readout[2 * d] = -1.0
     return {
@@ -501,6 +615,21 @@ def construct_pto_transformer(d: int, eta: float, K: int) -> Params:
 # ---- least-squares fit of h < d heads to the preprocessing map ---------------------------------
 
 
+def _prompts(X: Any, y: Any, x_query: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    X, y, x_query = _float_array(X, "X"), _float_array(y, "y"), _float_array(x_query, "x_query")
+    if X.ndim != 3 or X.size == 0 or y.shape != X.shape[:2] or x_query.shape != (X.shape[0], X.shape[2]):
+        raise ValueError(f"need X (T, n, d), y (T, n), x_query (T, d), non-empty; got {X.shape}, {y.shape}, "
+                         f"{x_query.shape}")
+    return X, y, x_query
+
+
+def _heads(U: Any, V: Any, d: int) -> tuple[np.ndarray, np.ndarray]:
+    U, V = _float_array(U, "U"), _float_array(V, "V")
+    if U.ndim != 3 or U.shape[1:] != (d, d + 1) or V.shape != (U.shape[0], d + 1, d) or U.shape[0] < 1:
+        raise ValueError(f"need U (h, {d}, {d + 1}) and V (h, {d + 1}, {d}), got {U.shape} and {V.shape}")
+    return U, V
+
+
 def preprocess_head_outputs(
     U: np.ndarray, V: np.ndarray, X: np.ndarray, y: np.ndarray, x_query: np.ndarray
 ) -> np.ndarray:
@@ -510,6 +639,8 @@ def preprocess_head_outputs(
 
     Derived in :doc:`/book/sparse_regression`.
     """
+    X, y, x_query = _prompts(X, y, x_query)
+    U, V = _heads(U, V, X.shape[2])
     n = X.shape[1]
     Z = np.concatenate([X, y[..., None]], axis=-1)
     G = np.einsum("tib,tic->tbc", Z, Z) / n
@@ -535,7 +666,14 @@ def fit_preprocess_heads(
 
     Derived in :doc:`/book/sparse_regression`.
     """
+    h = as_positive_int(h, "h")
+    X, y, x_query = _prompts(X, y, x_query)
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+    n_iter, restarts = as_positive_int(n_iter, "n_iter"), as_positive_int(restarts, "restarts")
+    ridge = as_nonnegative_float(ridge, "ridge")
     T, n, d = X.shape
+    check_size(T * d * h * (d + 1) * d, MAX_ELEMENTS, "the least-squares system")
     Z = np.concatenate([X, y[..., None]], axis=-1)
     G = np.einsum("tib,tic->tbc", Z, Z) / n  # (T, d+1, d+1)
     target = (np.einsum("tni,tn->ti", X, y) / n) * x_query  # r̂ ∘ x_q
@@ -570,7 +708,10 @@ def fitted_heads_layer(U: np.ndarray, V: np.ndarray) -> Params:
     """The layer (stream of width ``2d + 1``) whose heads are ``U_j Ĝ V_j x``: ``W^{PV}_j`` writes
     ``U_j`` into the ``x̃`` slots, ``W^{KQ}_j`` reads ``x`` from the token; ``Ĝ`` over ``(x,
     y)``."""
-    U, V = np.asarray(U, dtype=float), np.asarray(V, dtype=float)
+    U = _float_array(U, "U")
+    if U.ndim != 3 or U.size == 0:
+        raise ValueError(f"U must be (h, d, d+1), got shape {U.shape}")
+    U, V = _heads(U, V, U.shape[1])
     h, d, _ = U.shape
     D = 2 * d + 1
     xy = np.r_[np.arange(d), 2 * d]  # stream slots of (x, y)
