@@ -70,6 +70,9 @@ def run_with_patch(root: pathlib.Path, chapter: str, patch: str) -> str | None:
 
 WRONG_FORMS = {
     "book/notation": "notation.kron = lambda A, B: np.kron(B, A)",
+    # the gradient A₁ᵀPA₂ with the normalizing term −diag(rowsum(F∘C))F of P dropped
+    "book/tensor_trick": ("msr.normalized_gradient = lambda A1, A2, X, B, **kw: "
+                          "A1.T @ ((F := msr.softmax_prediction(A1, A2, X)) * (F - B)) @ A2"),
 }
 
 
