@@ -18,7 +18,7 @@ from typing import Literal
 
 import numpy as np
 
-from ._validate import as_array, as_nonnegative_float, as_positive_int
+from ._validate import as_array, as_bool, as_nonnegative_float, as_nonnegative_int, as_positive_int
 
 __all__ = [
     "Tasks",
@@ -54,6 +54,8 @@ DEFAULT_LAMBDAS_LASSO = np.geomspace(1e-4, 1.0, 9)
 # an unlucky held-out task.
 DEFAULT_STEP_FRACTIONS = np.geomspace(0.03, 1.0, 10)
 DEFAULT_K_MAX = 100
+MAX_ELEMENTS = 2**28  # numbers in one stack of tasks, checked before allocation
+MAX_STEPS = 10**6  # gradient steps K (and K_max): beyond, a call would run for hours
 # The variants of preprocess-then-optimize explored in the chapter: (normalize, split).
 PTO_VARIANTS: dict[str, tuple[Normalize, bool]] = {
     "raw": ("none", False),
@@ -79,6 +81,13 @@ class Tasks:
     w_star: np.ndarray
     sigma: float
 
+    def __post_init__(self) -> None:
+        X = as_array(self.X, "X", ndim=3)
+        object.__setattr__(self, "X", X)
+        object.__setattr__(self, "y", as_array(self.y, "y", ndim=2, shape=X.shape[:2]))
+        object.__setattr__(self, "w_star", as_array(self.w_star, "w_star", ndim=2, shape=(X.shape[0], X.shape[2])))
+        object.__setattr__(self, "sigma", as_nonnegative_float(self.sigma, "sigma"))
+
     @property
     def shape(self) -> tuple[int, int, int]:
         return self.X.shape  # type: ignore[return-value]
@@ -97,6 +106,9 @@ def sample_tasks(
         raise ValueError(f"sparsity s must be <= d, got s={s}, d={d}")
     if not isinstance(rng, np.random.Generator):
         raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+    if T * (n + 1) * d > MAX_ELEMENTS:
+        raise ValueError(f"{T} tasks of {n} examples in dimension {d} would hold {T * (n + 1) * d:.3g} numbers, "
+                         f"more than the limit {MAX_ELEMENTS:.3g}")
     support = np.argsort(rng.random((T, d)), axis=1)[:, :s]
     w_star = np.zeros((T, d))
     np.put_along_axis(w_star, support, rng.standard_normal((T, s)), axis=1)
@@ -116,7 +128,7 @@ def excess_risk(w_hat: object, w_star: object) -> np.ndarray:
     Derived in :doc:`/book/sparse_regression`."""
     w_star = np.asarray(w_star)
     w_hat = as_array(w_hat, "w_hat", ndim=max(np.ndim(w_hat), 1))
-    w_star = as_array(w_star, "w_star", ndim=max(w_star.ndim, 1))
+    w_star = as_array(w_star, "w_star", ndim=max(np.ndim(w_star), 1))
     if w_hat.shape[-1] != w_star.shape[-1]:
         raise ValueError(f"w_hat has dimension {w_hat.shape[-1]} but w_star has {w_star.shape[-1]}")
     return np.sum((w_hat - w_star) ** 2, axis=-1)
@@ -162,9 +174,9 @@ def ridge(X: object, y: object, lam: float | Sequence[float] | np.ndarray) -> np
     Derived in :doc:`/book/sparse_regression`.
     """
     X, y = _context(X, y)
-    lams = np.atleast_1d(np.asarray(lam, dtype=float))
-    if lams.ndim != 1 or not np.all(np.isfinite(lams)) or np.any(lams < 0):
+    if isinstance(lam, bool) or np.ndim(lam) > 1:
         raise ValueError(f"lam must be a finite non-negative scalar or 1-D grid, got {lam!r}")
+    lams = _grid(np.atleast_1d(lam), "lam", positive=False)
     n = X.shape[1]
     U, S, Vt = np.linalg.svd(X, full_matrices=False)  # (T,n,k), (T,k), (T,k,d)
     Uy = np.einsum("tnk,tn->tk", U, y)
@@ -187,8 +199,8 @@ def _gd_from_gram(G: np.ndarray, c: np.ndarray, eta: float, K: int) -> np.ndarra
 
 def _check_eta_K(eta: object, K: object) -> tuple[float, int]:
     eta = as_nonnegative_float(eta, "eta")
-    if isinstance(K, bool) or not isinstance(K, int | np.integer) or K < 0:
-        raise ValueError(f"K must be a non-negative integer, got {K!r}")
+    if isinstance(K, bool) or not isinstance(K, int | np.integer) or not 0 <= K <= MAX_STEPS:
+        raise ValueError(f"K must be an integer in [0, {MAX_STEPS}], got {K!r}")
     return eta, int(K)
 
 
@@ -221,8 +233,9 @@ def preconditioned_gradient_descent(
 
 def _pto_setup(X: np.ndarray, y: np.ndarray, normalize: str, split: bool):
     """Weights ``r`` (T, d) and the Gram pair of the reweighted optimization tokens."""
-    if normalize not in ("none", "l2"):
+    if not isinstance(normalize, str) or normalize not in ("none", "l2"):
         raise ValueError(f"normalize must be 'none' or 'l2', got {normalize!r}")
+    as_bool(split, "split")
     n = X.shape[1]
     if split:
         if n < 2:
@@ -417,6 +430,33 @@ def _lasso_solve(
     return w
 
 
+def _check_tol(tol: object, max_sweeps: object) -> tuple[float, int]:
+    tol = as_nonnegative_float(tol, "tol")
+    if not 1e-15 <= tol <= 1.0:
+        raise ValueError(f"tol must be in [1e-15, 1] (a relative KKT tolerance above round-off), got {tol!r}")
+    return tol, as_positive_int(max_sweeps, "max_sweeps")
+
+
+def _grid(values: object, name: str, *, positive: bool) -> np.ndarray:
+    """A non-empty 1-D grid of finite real values (> 0 if ``positive``, else >= 0)."""
+    try:
+        arr = np.asarray(values)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{name} must be a non-empty 1-D grid of numbers ({exc})") from exc
+    if arr.dtype.kind not in "iuf" or arr.ndim != 1 or arr.size == 0:
+        raise ValueError(f"{name} must be a non-empty 1-D grid of real numbers, got {values!r}")
+    arr = arr.astype(float)
+    if not np.all(np.isfinite(arr)) or np.any(arr <= 0 if positive else arr < 0):
+        raise ValueError(f"{name} must hold finite values {'> 0' if positive else '>= 0'}, got {values!r}")
+    return arr
+
+
+def _tasks(train: object) -> Tasks:
+    if not isinstance(train, Tasks):
+        raise TypeError(f"train must be Tasks (see sample_tasks), got {type(train).__name__}")
+    return train
+
+
 def lasso(
     X: object,
     y: object,
@@ -433,6 +473,7 @@ def lasso(
     Derived in :doc:`/book/sparse_regression`.
     """
     lam = as_nonnegative_float(lam, "lam")
+    tol, max_sweeps = _check_tol(tol, max_sweeps)
     X, y = _context(X, y)
     G, c = gram(X, y)
     w = np.zeros_like(c) if w0 is None else as_array(w0, "w0", ndim=2, shape=c.shape)
@@ -452,9 +493,8 @@ def lasso_path(
 
     Derived in :doc:`/book/sparse_regression`.
     """
-    lams = np.asarray(lams, dtype=float)
-    if lams.ndim != 1 or lams.size == 0 or not np.all(np.isfinite(lams)) or np.any(lams < 0):
-        raise ValueError(f"lams must be a non-empty 1-D grid of finite values >= 0, got {lams!r}")
+    lams = _grid(lams, "lams", positive=False)
+    tol, max_sweeps = _check_tol(tol, max_sweeps)
     X, y = _context(X, y)
     G, c = gram(X, y)
     out = np.empty((lams.size,) + c.shape)
@@ -511,10 +551,9 @@ def tune_ridge(train: Tasks, lams: np.ndarray = DEFAULT_LAMBDAS_RIDGE) -> Tuning
 
     Derived in :doc:`/book/sparse_regression`.
     """
-    W = ridge(train.X, train.y, np.asarray(lams, dtype=float))
-    return _argmin_grid(
-        "ridge", {"lam": np.asarray(lams, float)}, excess_risk(W, train.w_star[None]).mean(axis=1)
-    )
+    train, lams = _tasks(train), _grid(lams, "lams", positive=False)
+    W = ridge(train.X, train.y, lams)
+    return _argmin_grid("ridge", {"lam": lams}, excess_risk(W, train.w_star[None]).mean(axis=1))
 
 
 def _gd_risk_table(
@@ -555,8 +594,10 @@ def tune_gd(
 
     Derived in :doc:`/book/sparse_regression`.
     """
+    train, fractions = _tasks(train), _grid(fractions, "fractions", positive=True)
+    K_max = _check_eta_K(0.0, as_positive_int(K_max, "K_max"))[1]
     G, c = gram(train.X, train.y)
-    etas = np.asarray(fractions, dtype=float) / _largest_curvature(G)
+    etas = fractions / _largest_curvature(G)
     risk = _gd_risk_table(G, c, None, train.w_star, etas, as_positive_int(K_max, "K_max"))
     return _argmin_grid("GD", {"eta": etas, "K": np.arange(K_max + 1)}, risk)
 
@@ -574,9 +615,11 @@ def tune_pto(
 
     Derived in :doc:`/book/sparse_regression`.
     """
+    train, fractions = _tasks(train), _grid(fractions, "fractions", positive=True)
+    K_max = _check_eta_K(0.0, as_positive_int(K_max, "K_max"))[1]
     X, y = _context(train.X, train.y)
     r, G_t, c_t = _pto_setup(X, y, normalize, split)
-    etas = np.asarray(fractions, dtype=float) / _largest_curvature(G_t)
+    etas = fractions / _largest_curvature(G_t)
     risk = _gd_risk_table(G_t, c_t, r, train.w_star, etas, as_positive_int(K_max, "K_max"))
     return _argmin_grid("PtO", {"eta": etas, "K": np.arange(K_max + 1)}, risk)
 
@@ -588,7 +631,7 @@ def tune_lasso(
 
     Derived in :doc:`/book/sparse_regression`.
     """
-    lams = np.asarray(lams, dtype=float)
+    train, lams = _tasks(train), _grid(lams, "lams", positive=False)
     W = lasso_path(train.X, train.y, lams, tol=tol)
     return _argmin_grid("Lasso", {"lam": lams}, excess_risk(W, train.w_star[None]).mean(axis=1))
 
@@ -602,6 +645,7 @@ def mean_and_halfwidth(risks: np.ndarray, z: float = 1.96) -> tuple[float, float
     Derived in :doc:`/book/sparse_regression`.
     """
     risks = as_array(risks, "risks", ndim=1)
+    z = as_nonnegative_float(z, "z")
     if risks.size < 2:
         raise ValueError("need at least two risks for a confidence interval")
     return float(risks.mean()), float(z * risks.std(ddof=1) / np.sqrt(risks.size))
@@ -627,7 +671,9 @@ def setting_rng(n: int, sigma: float, seed: int = 2024) -> np.random.Generator:
 
     Derived in :doc:`/book/sparse_regression`.
     """
-    return np.random.default_rng([seed, int(n), int(round(1000 * float(sigma)))])
+    n, sigma = as_positive_int(n, "n"), as_nonnegative_float(sigma, "sigma")
+    seed = as_nonnegative_int(seed, "seed")
+    return np.random.default_rng([seed, n, int(round(1000 * sigma))])
 
 
 def compare_estimators(
@@ -648,8 +694,11 @@ def compare_estimators(
 
     Derived in :doc:`/book/sparse_regression`.
     """
+    if isinstance(pto_variants, str) or not isinstance(pto_variants, Sequence):
+        raise TypeError(f"pto_variants must be a list of variant names, got {pto_variants!r}")
+    _check_tol(lasso_tol, 1)
     for v in pto_variants:
-        if v not in PTO_VARIANTS:
+        if not isinstance(v, str) or v not in PTO_VARIANTS:
             raise ValueError(
                 f"unknown preprocess-then-optimize variant {v!r}; choose from "
                 f"{sorted(PTO_VARIANTS)}"
