@@ -27,6 +27,40 @@ __all__ = [
 ArrayFn = Callable[[np.ndarray], np.ndarray | float]
 
 
+def _real(value: object, name: str, *, finite: bool = True) -> np.ndarray:
+    """``value`` as a float64 array: real (bool, integer or floating) entries only, finite if asked."""
+    try:
+        arr = np.asarray(value)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{name} must be a real array; could not convert it ({exc})") from exc
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must be a real array, got dtype {arr.dtype}")
+    arr = arr.astype(np.float64)
+    if finite and not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} must be finite")
+    return arr
+
+
+def _step(h: object, name: str = "h") -> float:
+    if isinstance(h, bool) or not isinstance(h, int | float | np.integer | np.floating) or not 0 < h < np.inf:
+        raise ValueError(f"{name} must be a finite number > 0, got {h!r}")
+    return float(h)
+
+
+def _function(fun: object, name: str) -> None:
+    if not callable(fun):
+        raise TypeError(f"{name} must be callable, got {type(fun).__name__}")
+
+
+def _settings(rng: object, rtol: object, n_directions: object) -> None:
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+    if isinstance(rtol, bool) or not isinstance(rtol, int | float | np.integer | np.floating) or not rtol >= 0:
+        raise ValueError(f"rtol must be a number >= 0, got {rtol!r}")
+    if isinstance(n_directions, bool) or not isinstance(n_directions, int | np.integer) or n_directions < 1:
+        raise ValueError(f"n_directions must be a positive integer, got {n_directions!r}")
+
+
 @dataclass(frozen=True)
 class CheckResult:
     """Outcome of a comparison: the worst relative error and where it occurred."""
@@ -52,8 +86,8 @@ class CheckResult:
 
 def relative_error(actual: np.ndarray | float, expected: np.ndarray | float) -> CheckResult:
     """Normwise relative error ``max|a - e| / max(max|e|, tiny)`` and the index of the worst entry."""
-    a = np.asarray(actual, dtype=np.float64)
-    e = np.asarray(expected, dtype=np.float64)
+    a = _real(actual, "actual", finite=False)
+    e = _real(expected, "expected", finite=False)
     if a.shape != e.shape:
         raise ValueError(f"actual has shape {a.shape} but expected has shape {e.shape}")
     diff = np.abs(a - e)
@@ -71,6 +105,8 @@ def relative_error(actual: np.ndarray | float, expected: np.ndarray | float) -> 
 def assert_close(actual: np.ndarray | float, expected: np.ndarray | float, *, rtol: float,
                  name: str = "comparison") -> CheckResult:
     """Assert ``relative_error(actual, expected) <= rtol``; the error message names the worst entry."""
+    if isinstance(rtol, bool) or not isinstance(rtol, int | float | np.integer | np.floating) or not rtol >= 0:
+        raise ValueError(f"rtol must be a number >= 0, got {rtol!r}")
     r = relative_error(actual, expected)
     result = CheckResult(name, r.worst_relative_error, r.index, r.actual, r.expected, rtol)
     if not result.passed:
@@ -89,8 +125,8 @@ def _stencil(fun: ArrayFn, x: np.ndarray, v: np.ndarray, h: float) -> np.ndarray
 
 def directional_derivative(fun: ArrayFn, x: np.ndarray, v: np.ndarray, h: float = 1e-4) -> np.ndarray:
     """Numerical ``d/dt fun(x + t v)`` at ``t = 0`` (any output shape)."""
-    x = np.asarray(x, dtype=np.float64)
-    v = np.asarray(v, dtype=np.float64)
+    _function(fun, "fun")
+    x, v, h = _real(x, "x"), _real(v, "v"), _step(h)
     if x.shape != v.shape:
         raise ValueError(f"direction v must have the shape of x {x.shape}, got {v.shape}")
     return _stencil(fun, x, v, h)
@@ -98,7 +134,10 @@ def directional_derivative(fun: ArrayFn, x: np.ndarray, v: np.ndarray, h: float 
 
 def numerical_jacobian(fun: ArrayFn, x: np.ndarray, h: float = 1e-4) -> np.ndarray:
     """Jacobian of ``fun`` at ``x``, shape ``fun(x).shape + x.shape`` (``x`` a vector or matrix)."""
-    x = np.asarray(x, dtype=np.float64)
+    _function(fun, "fun")
+    x, h = _real(x, "x"), _step(h)
+    if x.size == 0 or x.size > 10**5:
+        raise ValueError(f"x must have between 1 and 1e5 entries, got shape {x.shape}")
     columns = []
     for k in range(x.size):
         e = np.zeros(x.size)
@@ -119,7 +158,10 @@ def numerical_gradient(fun: ArrayFn, x: np.ndarray, h: float = 1e-4) -> np.ndarr
 def numerical_hessian(fun: ArrayFn, x: np.ndarray, h: float = 1e-3, grad: ArrayFn | None = None) -> np.ndarray:
     """Hessian of a scalar function of a vector: the Jacobian of ``grad`` if given, else of the
     numerical gradient (nested stencils). Symmetrized; shape ``(x.size, x.size)``."""
-    x = np.asarray(x, dtype=np.float64)
+    _function(fun, "fun")
+    if grad is not None:
+        _function(grad, "grad")
+    x, h = _real(x, "x"), _step(h)
     if x.ndim != 1:
         raise ValueError(f"numerical_hessian needs a vector x, got shape {x.shape}")
     g = grad if grad is not None else (lambda y: numerical_gradient(fun, y, h))
@@ -132,8 +174,11 @@ def check_gradient(fun: ArrayFn, grad: ArrayFn, x: np.ndarray, rng: np.random.Ge
                    name: str = "gradient") -> CheckResult:
     """First-order check: ``<grad(x), v>`` against the numerical derivative of ``fun`` along random
     unit directions ``v``; raises ``AssertionError`` on failure, returns the worst result."""
-    x = np.asarray(x, dtype=np.float64)
-    g = np.asarray(grad(x), dtype=np.float64)
+    _function(fun, "fun")
+    _function(grad, "grad")
+    _settings(rng, rtol, n_directions)
+    x, h = _real(x, "x"), _step(h)
+    g = _real(grad(x), "grad(x)", finite=False)
     if g.shape != x.shape:
         raise ValueError(f"grad(x) has shape {g.shape}, expected the shape of x {x.shape}")
     V = rng.standard_normal((n_directions,) + x.shape)
@@ -156,12 +201,15 @@ def check_hessian_vector(grad: ArrayFn, hvp: Callable[[np.ndarray, np.ndarray], 
                          x: np.ndarray, rng: np.random.Generator, *, rtol: float = 1e-6,
                          n_directions: int = 5, h: float = 1e-4, name: str = "Hessian-vector product") -> CheckResult:
     """Second-order check: ``hvp(x, v)`` against the numerical derivative of ``grad`` along ``v``."""
-    x = np.asarray(x, dtype=np.float64)
+    _function(grad, "grad")
+    _function(hvp, "hvp")
+    _settings(rng, rtol, n_directions)
+    x, h = _real(x, "x"), _step(h)
     worst: CheckResult | None = None
     for k in range(n_directions):
         v = rng.standard_normal(x.shape)
         v /= np.linalg.norm(v)
-        r = relative_error(np.asarray(hvp(x, v), dtype=np.float64), directional_derivative(grad, x, v, h))
+        r = relative_error(_real(hvp(x, v), "hvp(x, v)", finite=False), directional_derivative(grad, x, v, h))
         if worst is None or r.worst_relative_error > worst.worst_relative_error:
             worst = CheckResult(name, r.worst_relative_error, (k,) + r.index, r.actual, r.expected, rtol)
     assert worst is not None

@@ -45,6 +45,8 @@ __all__ = [
 
 #: ``sup_p ‖diag(p) − p pᵀ‖₂`` over probability vectors, attained at ``p = (e_i + e_j)/2``.
 JACOBIAN_NORM_BOUND = 0.5
+_LOG_MAX = math.log(np.finfo(np.float64).max)
+MAX_STEPS = 10**6
 
 
 def _radius(R: object) -> float:
@@ -97,12 +99,14 @@ def _attention_step_bound(X: np.ndarray, W: np.ndarray, W_V: np.ndarray) -> np.n
 
 
 def exp_entry_bounds(R: float) -> tuple[float, float]:
-    """``(e^{−R²}, e^{R²})``: every entry of ``exp(Ax)`` lies between them when ``‖A‖₂, ‖x‖₂ ≤ R``.
+    """``(e^{−R²}, e^{R²})``: every entry of ``exp(Ax)`` lies between them when ``‖A‖₂, ‖x‖₂ ≤ R``
+    (the upper bound is ``inf`` beyond float64).
 
     Derived in :doc:`/book/lipschitz`.
     """
     R = _radius(R)
-    return math.exp(-R * R), math.exp(R * R)
+    r2 = R * R
+    return math.exp(-r2), (math.exp(r2) if r2 <= _LOG_MAX else math.inf)
 
 
 def alpha_bounds(n: int, R: float) -> tuple[float, float]:
@@ -121,6 +125,7 @@ def softmax_jacobian_norm(p: np.ndarray, max_size: int = 4000) -> float:
     Derived in :doc:`/book/lipschitz`.
     """
     p = as_vector(p, "p")
+    max_size = as_positive_int(max_size, "max_size")
     if np.any(p < 0) or abs(float(np.sum(p)) - 1.0) > 1e-8:
         raise ValueError(
             f"p must be a probability vector (entries >= 0, sum 1), got sum {float(np.sum(p))!r}"
@@ -184,7 +189,12 @@ def gradient_descent(
     Derived in :doc:`/book/lipschitz`.
     """
     steps = as_positive_int(steps, "steps")
-    xs = [as_vector(x0, "x0")]
+    if steps > MAX_STEPS:
+        raise ValueError(f"steps must be at most {MAX_STEPS}, got {steps}")
+    A = as_matrix(A, "A")
+    b = as_vector(b, "b", length=A.shape[0])
+    eta = as_nonnegative_float(eta, "eta")
+    xs = [as_vector(x0, "x0", length=A.shape[1])]
     for _ in range(steps):
         xs.append(gradient_step(A, xs[-1], b, eta))
     return np.stack(xs)
@@ -291,3 +301,70 @@ def attention_step_bound(X: np.ndarray, W: np.ndarray, W_V: np.ndarray) -> float
     """
     X, W, W_V = _attention_arguments(X, W, W_V)
     return float(_attention_step_bound(X, W, W_V))
+
+
+# ---- n-dependent constants under ‖A‖₂ ≤ R, ‖x‖₂ ≤ R (so ‖Ax‖₂ ≤ R²) -------------------------------
+
+__all__ += [
+    "largest_softmax_entry",
+    "smallest_softmax_entry_bounds",
+    "ball_lipschitz_constant",
+    "ball_lipschitz_lower_bound",
+]
+
+
+def _inverse_one_plus(count: float, log_ratio: float) -> float:
+    """``1 / (1 + count·e^{log_ratio})`` without overflow (``count ≥ 0``)."""
+    if count == 0.0:
+        return 1.0
+    return math.exp(-float(np.logaddexp(0.0, math.log(count) + log_ratio)))
+
+
+def largest_softmax_entry(n: int, R: float) -> float:
+    """``1/(1 + (n−1)e^{−R²√(n/(n−1))})``: the largest entry of ``softmax(z)`` over ``‖z‖₂ ≤ R²`` (attained).
+
+    Derived in :doc:`/book/lipschitz`.
+    """
+    n, R = as_positive_int(n, "n"), _radius(R)
+    if n == 1:
+        return 1.0
+    return _inverse_one_plus(n - 1.0, -R * R * math.sqrt(n / (n - 1.0)))
+
+
+def smallest_softmax_entry_bounds(n: int, R: float) -> tuple[float, float]:
+    """``(1/(1 + (n−1)e^{√2R²}), 1/(1 + (n−1)e^{R²√(n/(n−1))}))``: the smallest entry of ``softmax(z)``
+    over ``‖z‖₂ ≤ R²`` lies between them; the second is attained, both are equal for ``n = 2``.
+
+    Derived in :doc:`/book/lipschitz`.
+    """
+    n, R = as_positive_int(n, "n"), _radius(R)
+    if n == 1:
+        return 1.0, 1.0
+    lower = _inverse_one_plus(n - 1.0, math.sqrt(2.0) * R * R)
+    return lower, _inverse_one_plus(n - 1.0, R * R * math.sqrt(n / (n - 1.0)))
+
+
+def ball_lipschitz_constant(n: int, R: float) -> float:
+    """``κ(n, R) = R·min(½, largest_softmax_entry(n, R))``: the Lipschitz constant of ``x ↦ softmax(Ax)``
+    on ``‖x‖₂ ≤ R`` for ``‖A‖₂ ≤ R`` (and of ``A ↦ softmax(Ax)`` on ``‖A‖₂ ≤ R`` at ``‖x‖₂ ≤ R``).
+
+    Derived in :doc:`/book/lipschitz`.
+    """
+    return _radius(R) * min(JACOBIAN_NORM_BOUND, largest_softmax_entry(n, R))
+
+
+def ball_lipschitz_lower_bound(n: int, R: float) -> float:
+    """``R·max(P(1 − P + (1 − P)/(n − 1)), P₂)`` with ``P = largest_softmax_entry(n, R)`` and
+    ``P₂ = 1/(2 + (n−2)e^{−R²√(n/(2(n−2)))})``: explicit instances (``d ≥ 2``) reach this Lipschitz ratio.
+
+    Derived in :doc:`/book/lipschitz`.
+    """
+    n, R = as_positive_int(n, "n"), _radius(R)
+    if n == 1:
+        return 0.0
+    if n == 2:
+        return 0.5 * R
+    P = largest_softmax_entry(n, R)
+    single = P * (1.0 - P + (1.0 - P) / (n - 1.0))
+    two = 0.5 * _inverse_one_plus((n - 2.0) / 2.0, -R * R * math.sqrt(n / (2.0 * (n - 2.0))))
+    return R * max(single, two)

@@ -20,7 +20,7 @@ _NUMPY_ORDER = {"row": "C", "column": "F"}
 
 
 def _numpy_order(order: str) -> str:
-    if order not in _NUMPY_ORDER:
+    if not isinstance(order, str) or order not in _NUMPY_ORDER:
         raise ValueError(f"order must be 'row' (NumPy C order) or 'column' (Fortran order), got {order!r}")
     return _NUMPY_ORDER[order]
 
@@ -46,10 +46,16 @@ def softmax(z: np.ndarray) -> np.ndarray:
 
 
 def softmax_last_axis(z: np.ndarray) -> np.ndarray:
-    """Unvalidated kernel of :func:`softmax` over the last axis of an array of any shape (callers validate).
+    """Kernel of :func:`softmax` over the last axis of a float array of any shape (one cheap check:
+    a non-empty, finite, real floating array).
 
     Derived in :doc:`/book/notation`.
     """
+    if not isinstance(z, np.ndarray) or not np.issubdtype(z.dtype, np.floating) or z.ndim == 0 or z.size == 0:
+        raise TypeError(f"z must be a non-empty floating-point numpy array with at least one axis, got "
+                        f"{type(z).__name__} {getattr(z, 'dtype', '')} {getattr(z, 'shape', '')}")
+    if not np.all(np.isfinite(z)):
+        raise ValueError("z must be finite")
     e = np.exp(z - np.max(z, axis=-1, keepdims=True))
     return e / np.sum(e, axis=-1, keepdims=True)
 
@@ -59,8 +65,9 @@ def vec(X: np.ndarray, order: Order = "row") -> np.ndarray:
 
     Derived in :doc:`/book/notation`.
     """
+    numpy_order = _numpy_order(order)
     X = as_matrix(X, "X")
-    return X.reshape(-1, order=_numpy_order(order))
+    return X.reshape(-1, order=numpy_order)
 
 
 def unvec(v: np.ndarray, shape: tuple[int, int], order: Order = "row") -> np.ndarray:
@@ -68,10 +75,12 @@ def unvec(v: np.ndarray, shape: tuple[int, int], order: Order = "row") -> np.nda
 
     Derived in :doc:`/book/notation`.
     """
-    if len(shape) != 2 or any(int(s) < 1 for s in shape):
+    if (not isinstance(shape, tuple | list) or len(shape) != 2
+            or any(isinstance(s, bool) or not isinstance(s, int | np.integer) or s < 1 for s in shape)):
         raise ValueError(f"shape must be two positive integers, got {shape!r}")
+    numpy_order = _numpy_order(order)
     v = as_vector(v, "v", length=int(shape[0]) * int(shape[1]))
-    return v.reshape(tuple(int(s) for s in shape), order=_numpy_order(order))
+    return v.reshape(tuple(int(s) for s in shape), order=numpy_order)
 
 
 def kron(A: np.ndarray, B: np.ndarray) -> np.ndarray:
@@ -81,4 +90,6 @@ def kron(A: np.ndarray, B: np.ndarray) -> np.ndarray:
     """
     A = as_matrix(A, "A")
     B = as_matrix(B, "B")
+    if A.size * B.size > 2**28:
+        raise ValueError(f"A ⊗ B would hold {A.size * B.size:.3g} entries, more than the limit {2**28:.3g}")
     return (A[:, None, :, None] * B[None, :, None, :]).reshape(A.shape[0] * B.shape[0], A.shape[1] * B.shape[1])
