@@ -91,6 +91,25 @@ def test_streaming_matches_the_explicit_kronecker_route(loss: str) -> None:
         assert relative(hvp(A1, A2, X, B, V, block_rows=rows), msr.kronecker_hvp(A1, A2, X, B, V, loss)) <= 1e-10
 
 
+@pytest.mark.parametrize("loss", LOSSES)
+def test_blocks_shared_out_over_threads_give_the_serial_result(loss: str, monkeypatch) -> None:
+    A1, A2, X, B, V = checks.random_instance(600, 4, 2)
+    value, grad, hvp = functions(loss)
+    ref = dense(A1, A2, X, B, V, loss)
+    results = {}
+    for threshold in (0, 10**12):          # every problem threaded / never threaded
+        monkeypatch.setattr(msr, "THREAD_MIN_ENTRIES", threshold)
+        for rows in (7, 64, None):
+            got = (value(A1, A2, X, B, block_rows=rows), grad(A1, A2, X, B, block_rows=rows),
+                   hvp(A1, A2, X, B, V, block_rows=rows))
+            for g, r in zip(got, ref, strict=True):
+                assert relative(g, r) <= 1e-12
+            results[threshold, rows] = got
+    for rows in (7, 64, None):
+        for g, s in zip(results[0, rows], results[10**12, rows], strict=True):
+            assert relative(g, s) <= 1e-15
+
+
 def test_the_automatic_block_never_holds_an_n_by_n_buffer() -> None:
     assert msr._block_size(32768, None) == msr.MIN_BLOCK_ROWS
     assert msr._block_size(4096, None) == msr.BLOCK_BYTES // (8 * 4096)
@@ -120,7 +139,8 @@ def test_bad_arrays_are_still_refused_before_streaming() -> None:
         msr.normalized_loss(A1.astype(int), A2, X, B, block_rows=2)
 
 
-def test_rescaled_overflow_is_reported_in_any_block() -> None:
+def test_rescaled_overflow_is_reported_in_any_block(monkeypatch) -> None:
+    monkeypatch.setattr(msr, "THREAD_MIN_ENTRIES", 0)      # raised inside a worker thread, too
     A1, A2, X, B, _ = checks.random_instance(20, 3, 0)
     Z = msr.logits(A1, A2, X)
     Xbig = X * (800.0 / np.abs(Z).max())

@@ -23,7 +23,10 @@ relative terms when the softmax saturates.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal
 
@@ -34,7 +37,7 @@ from . import softmax_regression as sr
 from ._validate import as_matrix, as_nonnegative_float, as_positive_int
 
 __all__ = [
-    "KRONECKER_MEMORY_LIMIT", "BLOCK_BYTES", "MIN_BLOCK_ROWS", "KroneckerTooLargeError", "Loss",
+    "KRONECKER_MEMORY_LIMIT", "BLOCK_BYTES", "MIN_BLOCK_ROWS", "THREAD_MIN_ENTRIES", "KroneckerTooLargeError", "Loss",
     "kronecker_bytes", "kronecker_data", "kronecker_block", "kronecker_singular_values",
     "logits", "softmax_prediction",
     "normalized_loss", "normalized_gradient", "normalized_loss_and_gradient", "normalized_hvp",
@@ -51,8 +54,10 @@ KRONECKER_MEMORY_LIMIT: int = 2**30
 #: With ``block_rows=None`` a block of rows of ``Z`` is sized so that one ``block × n`` float64 buffer
 #: takes about this many bytes (a few such buffers live at once), but never fewer than
 #: :data:`MIN_BLOCK_ROWS` rows.
-BLOCK_BYTES: int = 2**21
-MIN_BLOCK_ROWS: int = 16
+BLOCK_BYTES: int = 2**22
+MIN_BLOCK_ROWS: int = 64
+#: From this many entries of ``Z`` (n²) on, the row blocks run in one thread per CPU core.
+THREAD_MIN_ENTRIES: int = 2**18
 
 Loss = Literal["normalized", "rescaled"]
 _LOG_MAX = float(np.log(np.finfo(np.float64).max))
@@ -301,6 +306,39 @@ def _block_size(n: int, block_rows: object) -> int:
     return int(min(block_rows, n))
 
 
+_BLAS: list = []   # the threadpoolctl controller of the loaded BLAS, created on first use
+
+
+@contextmanager
+def _blas_single_threaded() -> Iterator[None]:
+    """BLAS limited to one thread (process-wide, restored on exit) while the row blocks run in threads."""
+    if not _BLAS:
+        from threadpoolctl import ThreadpoolController
+        _BLAS.append(ThreadpoolController())
+    with _BLAS[0].limit(limits=1, user_api="blas"):
+        yield
+
+
+def _over_blocks(n: int, b: int, n_buffers: int, block: Callable[[slice, np.ndarray], float]) -> float:
+    """``Σ block(rows, buffers)`` over the blocks of ``b`` rows, in order. Above :data:`THREAD_MIN_ENTRIES`
+    entries of ``Z`` the blocks are shared out over one thread per CPU core (each with its own
+    ``n_buffers × b × n`` buffers and single-threaded BLAS), so the elementwise work runs in parallel too."""
+    starts = list(range(0, n, b))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    workers = min(cores, len(starts)) if n * n >= THREAD_MIN_ENTRIES else 1
+
+    def run(part: list[int]) -> list[tuple[int, float]]:
+        buffers = np.empty((n_buffers, b, n))
+        return [(i, block(slice(i, min(i + b, n)), buffers)) for i in part]
+
+    if workers == 1:
+        values = run(starts)
+    else:
+        with _blas_single_threaded(), ThreadPoolExecutor(workers) as pool:
+            values = [v for part in pool.map(run, [starts[w::workers] for w in range(workers)]) for v in part]
+    return float(sum(v for _, v in sorted(values)))
+
+
 def _normalized_stream(A1: np.ndarray, A2: np.ndarray, X: np.ndarray, B: np.ndarray, V: np.ndarray | None,
                        block_rows: object, mode: str) -> tuple[float, np.ndarray | None]:
     """``(L, A₁ᵀ M A₂)`` with ``M = P`` (mode "gradient"), ``Q`` along ``V`` ("hvp") or nothing ("loss"),
@@ -308,26 +346,29 @@ def _normalized_stream(A1: np.ndarray, A2: np.ndarray, X: np.ndarray, B: np.ndar
     n, d = A1.shape
     b = _block_size(n, block_rows)
     Y = A1 @ X
-    W, C = np.empty((b, n)), np.empty((b, n))
-    T, YV = (None, None) if V is None else (np.empty((b, n)), A1 @ V)
+    YV = None if V is None else A1 @ V
     H = None if mode == "loss" else np.empty((n, d))
-    loss = 0.0
-    for i in range(0, n, b):
-        k = min(b, n - i)
-        blk, rows, F0, Cb = slice(i, i + k), np.arange(k), W[:k], C[:k]
+
+    def block(blk: slice, buffers: np.ndarray) -> float:
+        k = blk.stop - blk.start
+        rows, F0, C = np.arange(k), buffers[0, :k], buffers[1, :k]
         np.matmul(Y[blk], A2.T, out=F0)
         lead, _, t = _split_exp(F0, rows)
         fl = 1.0 / (1.0 + t)
         q = t * fl
         F0 *= fl[:, None]
-        cl = _normalized_residual(F0, q, lead, rows, B[blk], Cb)
+        cl = _normalized_residual(F0, q, lead, rows, B[blk], C)
         if mode == "hvp":
-            np.matmul(YV[blk], A2.T, out=T[:k])
-            np.matmul(_normalized_Q_split(F0, fl, q, lead, rows, Cb, cl, T[:k]), A2, out=H[blk])
-            continue
-        loss += 0.5 * float(np.vdot(Cb, Cb))
+            T = buffers[2, :k]
+            np.matmul(YV[blk], A2.T, out=T)
+            np.matmul(_normalized_Q_split(F0, fl, q, lead, rows, C, cl, T), A2, out=H[blk])
+            return 0.0
+        value = 0.5 * float(np.vdot(C, C))
         if mode == "gradient":
-            np.matmul(_normalized_P_split(F0, fl, q, lead, rows, Cb, cl), A2, out=H[blk])
+            np.matmul(_normalized_P_split(F0, fl, q, lead, rows, C, cl), A2, out=H[blk])
+        return value
+
+    loss = _over_blocks(n, b, 3 if mode == "hvp" else 2, block)
     return loss, None if H is None else A1.T @ H
 
 
@@ -499,26 +540,29 @@ def _rescaled_stream(A1: np.ndarray, A2: np.ndarray, X: np.ndarray, B: np.ndarra
     n, d = A1.shape
     b = _block_size(n, block_rows)
     Y = A1 @ X
-    W, C = np.empty((b, n)), np.empty((b, n))
-    T, D, YV = (None, None, None) if V is None else (np.empty((b, n)), np.empty((b, n)), A1 @ V)
+    YV = None if V is None else A1 @ V
     H = None if mode == "loss" else np.empty((n, d))
-    loss = 0.0
-    for i in range(0, n, b):
-        k = min(b, n - i)
-        blk, rows, E0, Cb, Bb = slice(i, i + k), np.arange(k), W[:k], C[:k], B[i:i + k]
+
+    def block(blk: slice, buffers: np.ndarray) -> float:
+        k = blk.stop - blk.start
+        rows, E0, C, Bb = np.arange(k), buffers[0, :k], buffers[1, :k], B[blk]
         np.matmul(Y[blk], A2.T, out=E0)
         lead, m, t = _split_exp(E0, rows)
         w = _row_scale(m, what)
-        ctl = _rescaled_residual(E0, 1.0, t, lead, rows, Bb, Cb)
+        ctl = _rescaled_residual(E0, 1.0, t, lead, rows, Bb, C)
         if mode == "hvp":
-            np.matmul(YV[blk], A2.T, out=T[:k])
-            np.matmul(_rescaled_Q_split(E0, 1.0, lead, rows, Bb, Cb, ctl, T[:k], D[:k]), A2, out=H[blk])
+            T = buffers[2, :k]
+            np.matmul(YV[blk], A2.T, out=T)
+            np.matmul(_rescaled_Q_split(E0, 1.0, lead, rows, Bb, C, ctl, T, buffers[3, :k]), A2, out=H[blk])
             H[blk] *= w[:, None]
-            continue
-        loss += 0.5 * float(np.dot(w, _rowdot(Cb, Cb) + ctl * ctl))
+            return 0.0
+        value = 0.5 * float(np.dot(w, _rowdot(C, C) + ctl * ctl))
         if mode == "gradient":
-            np.matmul(_rescaled_P_split(E0, 1.0, lead, rows, Bb, Cb, ctl), A2, out=H[blk])
+            np.matmul(_rescaled_P_split(E0, 1.0, lead, rows, Bb, C, ctl), A2, out=H[blk])
             H[blk] *= w[:, None]
+        return value
+
+    loss = _over_blocks(n, b, 4 if mode == "hvp" else 2, block)
     return loss, None if H is None else A1.T @ H
 
 
