@@ -73,6 +73,11 @@ WRONG_FORMS = {
     # the gradient A₁ᵀPA₂ with the normalizing term −diag(rowsum(F∘C))F of P dropped
     "book/tensor_trick": ("msr.normalized_gradient = lambda A1, A2, X, B, **kw: "
                           "A1.T @ ((F := msr.softmax_prediction(A1, A2, X)) * (F - B)) @ A2"),
+    # the largest softmax entry under ‖z‖ ≤ R² with the factor √(n/(n−1)) dropped
+    "book/lipschitz": "lz.largest_softmax_entry = lambda n, R: 1 / (1 + (n - 1) * math.exp(-R * R))",
+    # the Hessian of the normalized loss without its curvature term K: the Gauss–Newton AᵀJ²A
+    "book/softmax_regression": ("sr.normalized_hessian = lambda A, x, b: A.T @ (J := sr.softmax_jacobian_weights("
+                                "sr.softmax_prediction(A, x)).dense()) @ J @ A"),
 }
 
 

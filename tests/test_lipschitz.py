@@ -1,8 +1,11 @@
-"""Lipschitz bounds, target shifts and the attention layer: identities, bounds, validation, mutations."""
+"""The Lipschitz library: closed forms, validation, property tests of the bounds, the sweep script."""
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import math
+import pathlib
 
 import numpy as np
 import pytest
@@ -11,24 +14,8 @@ from hypothesis import strategies as st
 from softmax_icl import lipschitz as lz
 from softmax_icl import notation
 from softmax_icl import softmax_regression as sr
-from softmax_icl.verify.legacy_ledger import all_claims, run_claim
-from softmax_icl.verify import lipschitz as checks
 
-
-def test_every_lipschitz_claim_verifies() -> None:
-    claims = [c for c in all_claims() if c.chapter == "book/lipschitz"]
-    assert {c.label for c in claims} >= {
-        "lem-lip-weights",
-        "thm-lip-weight-shift",
-        "thm-lip-data-shift",
-    }
-    for claim in claims:
-        for evidence in run_claim(claim):
-            if evidence.kind == "bound":
-                assert evidence.value <= 1.0 + checks.RATIO_TOL, claim.label
-            else:
-                assert evidence.value <= 1e-12, claim.label
-
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 # ---- constants -----------------------------------------------------------------------------------------
 
@@ -43,11 +30,59 @@ def test_constants() -> None:
         lz.paper_factor(200, 10.0)
 
 
+def test_extreme_entries_closed_forms() -> None:
+    n, R = 8, 1.3
+    c = R * R * math.sqrt(n / (n - 1))
+    assert lz.largest_softmax_entry(n, R) == pytest.approx(1 / (1 + (n - 1) * math.exp(-c)), rel=1e-15)
+    low, attained = lz.smallest_softmax_entry_bounds(n, R)
+    assert low == pytest.approx(1 / (1 + (n - 1) * math.exp(math.sqrt(2) * R * R)), rel=1e-15)
+    assert attained == pytest.approx(1 / (1 + (n - 1) * math.exp(c)), rel=1e-15)
+    # n = 2: the two bounds on the smallest entry coincide, and the largest is their complement
+    low2, attained2 = lz.smallest_softmax_entry_bounds(2, R)
+    assert low2 == pytest.approx(attained2, rel=1e-14)
+    assert lz.largest_softmax_entry(2, R) == pytest.approx(1 - attained2, rel=1e-14)
+    assert lz.largest_softmax_entry(1, R) == 1.0 and lz.smallest_softmax_entry_bounds(1, R) == (1.0, 1.0)
+    # no overflow at large R, no division by zero at R = 0
+    assert lz.largest_softmax_entry(5, 40.0) == 1.0
+    assert lz.smallest_softmax_entry_bounds(5, 40.0) == (0.0, 0.0)
+    assert lz.largest_softmax_entry(5, 0.0) == pytest.approx(0.2)
+
+
+def test_largest_entry_is_attained_at_the_stated_point() -> None:
+    for n, R in ((3, 0.5), (50, 1.0), (400, 2.0)):
+        z = R * R * np.r_[n - 1, -np.ones(n - 1)] / math.sqrt(n * (n - 1))
+        assert np.linalg.norm(z) == pytest.approx(R * R)
+        p = notation.softmax(z)
+        assert p.max() == pytest.approx(lz.largest_softmax_entry(n, R), rel=1e-13)
+        assert notation.softmax(-z).min() == pytest.approx(lz.smallest_softmax_entry_bounds(n, R)[1], rel=1e-12)
+
+
+def test_ball_constants() -> None:
+    assert lz.ball_lipschitz_constant(2, 1.7) == pytest.approx(0.85)
+    assert lz.ball_lipschitz_lower_bound(2, 1.7) == pytest.approx(0.85)
+    n, R = 512, 1.0
+    P = lz.largest_softmax_entry(n, R)
+    assert lz.ball_lipschitz_constant(n, R) == pytest.approx(R * P)
+    assert lz.ball_lipschitz_lower_bound(n, R) == pytest.approx(R * P * (1 - P + (1 - P) / (n - 1)))
+    # n ≥ 3: the lower bound is below R/2 for every R and tends to it as R grows
+    for n in (3, 8, 100):
+        for R in (0.1, 1.0, 2.0, 5.0):
+            assert lz.ball_lipschitz_lower_bound(n, R) <= lz.ball_lipschitz_constant(n, R) + 1e-15
+            assert lz.ball_lipschitz_lower_bound(n, R) < R / 2
+        assert lz.ball_lipschitz_lower_bound(n, 8.0) / 4.0 > 0.999
+    # κ shrinks like R e^{R²} / n
+    assert 1000 * lz.ball_lipschitz_constant(1000, 1.0) / math.e == pytest.approx(1.0, rel=1e-2)
+
+
 @pytest.mark.parametrize(
     "call",
     [
         lambda: lz.lipschitz_constant(-1.0),
         lambda: lz.alpha_bounds(0, 1.0),
+        lambda: lz.largest_softmax_entry(0, 1.0),
+        lambda: lz.smallest_softmax_entry_bounds(3, float("nan")),
+        lambda: lz.ball_lipschitz_constant(3, -0.5),
+        lambda: lz.ball_lipschitz_lower_bound(2.5, 1.0),
         lambda: lz.softmax_jacobian_norm(np.array([0.5, 0.6])),
         lambda: lz.weight_shift_target(np.ones((3, 2)), np.ones(3), np.ones(2), np.ones(3)),
         lambda: lz.data_shift_target(np.ones((3, 2)), np.ones((2, 3)), np.ones(2), np.ones(3)),
@@ -67,32 +102,8 @@ def test_integer_input_raises_type_error() -> None:
         lz.self_attention(np.ones((3, 2), dtype=int), np.ones((2, 2)), np.ones((2, 2)))
     with pytest.raises(TypeError):
         lz.lipschitz_constant("1")
-
-
-# ---- the batched kernels agree with the validated library -----------------------------------------------
-
-
-def test_batched_gradient_equals_library_gradient() -> None:
-    rng = np.random.default_rng(0)
-    A, x, b = (
-        rng.standard_normal((2, 30, 4)),
-        rng.standard_normal((2, 4)),
-        rng.standard_normal((2, 30)),
-    )
-    batched = checks.batched_gradient(A, x, b)
-    for k in range(2):
-        np.testing.assert_allclose(batched[k], sr.normalized_gradient(A[k], x[k], b[k]), rtol=1e-12)
-        np.testing.assert_allclose(
-            lz._predict(A, x)[k], sr.softmax_prediction(A[k], x[k]), rtol=1e-13
-        )
-
-
-def test_batched_and_scalar_ratios_agree() -> None:
-    bound = checks.bound_data_shift()
-    p = np.random.default_rng(1).standard_normal((5, bound.dim(6, 3, None)))
-    batched = bound.ratios(p, 6, 3, 1.5, None)
-    for k in range(5):
-        np.testing.assert_allclose(bound.ratios(p[k], 6, 3, 1.5, None), batched[k], rtol=1e-12)
+    with pytest.raises(TypeError, match="R"):
+        lz.ball_lipschitz_constant(3, "1")
 
 
 # ---- property tests ----------------------------------------------------------------------------------------
@@ -101,6 +112,37 @@ def test_batched_and_scalar_ratios_agree() -> None:
 def _spectral(rng: np.random.Generator, n: int, d: int, R: float) -> np.ndarray:
     A = rng.standard_normal((n, d))
     return A * (R / np.linalg.norm(A, 2))
+
+
+def _ball(rng: np.random.Generator, d: int, R: float) -> np.ndarray:
+    x = rng.standard_normal(d)
+    return x * (R * rng.uniform() ** (1 / d) / np.linalg.norm(x))
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(2, 300), st.floats(0.05, 3.0), st.floats(0.01, 30.0), st.integers(0, 10**6))
+def test_softmax_entries_stay_within_the_extremes(n: int, R: float, scale: float, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    z = rng.standard_normal(n) * scale
+    z *= min(1.0, R * R / np.linalg.norm(z))
+    p = notation.softmax(z)
+    assert p.max() <= lz.largest_softmax_entry(n, R) * (1 + 1e-12)
+    assert p.min() >= lz.smallest_softmax_entry_bounds(n, R)[0] * (1 - 1e-12)
+    assert lz.largest_softmax_entry(n, R) <= math.exp(2 * R * R) / n
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(2, 60), st.integers(1, 5), st.floats(0.05, 3.0), st.integers(0, 10**6))
+def test_ball_lipschitz_constant_bounds_weights_and_data(n: int, d: int, R: float, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    A, B = _spectral(rng, n, d, R * rng.uniform()), _spectral(rng, n, d, R * rng.uniform())
+    x, y = _ball(rng, d, R), _ball(rng, d, R)
+    kappa = lz.ball_lipschitz_constant(n, R)
+    fx, fy = sr.softmax_prediction(A, x), sr.softmax_prediction(A, y)
+    slack = 1e-14 * (1 + n)
+    assert np.linalg.norm(fx - fy) <= kappa * np.linalg.norm(x - y) * (1 + 1e-9) + slack
+    fb = sr.softmax_prediction(B, x)
+    assert np.linalg.norm(fx - fb) <= kappa * np.linalg.norm(A - B, 2) * (1 + 1e-9) + slack
 
 
 @settings(max_examples=40, deadline=None)
@@ -168,6 +210,14 @@ def test_jacobian_norm_at_most_half(n: int, concentration: float, seed: int) -> 
     assert lz.softmax_jacobian_norm(p) <= np.max(p) + 1e-15
 
 
+def test_jacobian_norm_equality_case() -> None:
+    p = np.zeros(200)
+    p[[3, 117]] = 0.5
+    assert lz.softmax_jacobian_norm(p) == pytest.approx(0.5, rel=1e-15)
+    q = 0.99 * p + 0.01 / 200
+    assert lz.softmax_jacobian_norm(q) < 0.5 - 1e-6
+
+
 @settings(max_examples=30, deadline=None)
 @given(st.integers(1, 30), st.integers(1, 6), st.integers(0, 10**6))
 def test_attention_rows_are_regressions(n: int, d: int, seed: int) -> None:
@@ -182,73 +232,57 @@ def test_attention_rows_are_regressions(n: int, d: int, seed: int) -> None:
     )
 
 
-# ---- a wrong constant or construction is caught -------------------------------------------------------------
+def test_rank_one_data_step_reproduces_the_weight_step() -> None:
+    rng = np.random.default_rng(0)
+    A, x, b = _spectral(rng, 200, 20, 2.0), rng.standard_normal(20), rng.dirichlet(np.ones(200))
+    x_next = lz.gradient_step(A, x, b, 5.0)
+    A_next = lz.weight_step_as_data_step(A, x, x_next)
+    np.testing.assert_allclose(A_next @ x, A @ x_next, rtol=1e-13)
+    np.testing.assert_allclose(
+        np.linalg.norm(A_next - A, 2), np.linalg.norm(A @ (x_next - x)) / np.linalg.norm(x), rtol=1e-13
+    )
 
 
-def test_too_small_lipschitz_constant_is_caught() -> None:
-    with pytest.raises(AssertionError):
-        checks.check_lipschitz_x(constant=lambda R: 0.45 * R)
-    with pytest.raises(AssertionError):
-        checks.check_lipschitz_data(constant=lambda R: 0.45 * R)
-    with pytest.raises(AssertionError):
-        checks.check_lipschitz_x_tight(constant=lambda R: 0.49 * R)
+# ---- the sweep script, in its quick version ------------------------------------------------------------------
 
 
-def test_overly_tight_jacobian_bound_is_caught() -> None:
-    with pytest.raises(AssertionError):
-        checks.check_jacobian_norm_bound(norm=lambda p: 1.05 * lz._jacobian_norm(p))
+def _load_script():
+    spec = importlib.util.spec_from_file_location("lipschitz_sweep", ROOT / "scripts" / "lipschitz_sweep.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def test_wrong_exp_bounds_are_caught() -> None:
-    with pytest.raises(AssertionError):
-        checks.check_exp_bounds(entry_bounds=lambda R: (math.exp(-R * R), math.exp(0.9 * R * R)))
+def test_sweep_script_quick_run(tmp_path: pathlib.Path) -> None:
+    script = _load_script()
+    out = tmp_path / "sweep.json"
+    data = script.main(["--quick", "--out", str(out)])
+    stored = json.loads(out.read_text(encoding="utf-8"))
+    assert stored["worst"] == data["worst"] and set(stored["worst"]) == set(script.BOUNDS)
+    points = [tuple(p) for p in stored["points"]]
+    assert points == script.points()
+    for name, ratios in stored["worst"].items():
+        assert len(ratios) == len(points) and all(0.0 < r <= 1.0 + 1e-9 for r in ratios), name
+    for (n, R), r in zip(points, stored["worst"]["lipschitz-x"], strict=True):
+        assert r <= lz.ball_lipschitz_constant(n, R) / (R / 2) * (1 + 1e-9)
+    assert stored["worst"]["lipschitz-x"][0] > 0.99  # n = 2: R/2 is reached
 
 
-def test_wrong_target_shift_is_caught() -> None:
-    def wrong(A, x_t, x_next, b):
-        return b + (sr.softmax_prediction(A, x_next) - sr.softmax_prediction(A, x_t))  # noqa: E731
-
-    with pytest.raises(AssertionError):
-        checks.check_weight_shift_identity(target=wrong)
-
-    def wrong_data(A_t, A_next, x, b):
-        return b - (sr.softmax_prediction(A_next, x) - sr.softmax_prediction(A_t, x)) / 2  # noqa: E731
-
-    with pytest.raises(AssertionError):
-        checks.check_data_shift_identity(target=wrong_data)
+def test_committed_sweep_is_consistent_with_the_script() -> None:
+    script = _load_script()
+    stored = json.loads((ROOT / "book" / "data" / "lipschitz_sweep.json").read_text(encoding="utf-8"))
+    assert [tuple(p) for p in stored["points"]] == script.points()
+    assert stored["settings"] == script.SETTINGS
+    n, R = 8, 1.0
+    ratio, dim = script.BOUNDS["lipschitz-x"](n, R)
+    assert 0.0 < ratio(np.random.default_rng(0).standard_normal(dim)) <= 1.0
 
 
-def test_attention_step_bound_without_the_sqrt_n_cap_is_caught() -> None:
-    def no_cap(X, W, W_V):
-        return np.linalg.norm(
-            X @ W_V, 2, axis=(-2, -1)
-        )  # forgets the factor ‖S‖₂ ≤ min(√n, e^{ρ²‖W‖})
+def test_sweep_ratio_catches_a_too_small_constant() -> None:
+    """At n = 2 the search reaches R/2; a constant 0.45·R would be exceeded."""
+    from softmax_icl.worst_case import worst_ratio
 
-    with pytest.raises(AssertionError):
-        checks.check_attention_step_bounds(step_bound=no_cap)
-
-
-def test_wrong_attention_regression_weights_are_caught() -> None:
-    with pytest.raises(AssertionError):
-        checks.check_attention_regression_numeric(weights=lambda X, W: X @ W.T)
-
-
-def test_wrong_rank_one_data_step_is_caught() -> None:
-    wrong = lambda A, x_t, x_next: A + np.outer(A @ (x_next - x_t), x_t) / np.linalg.norm(x_t)  # noqa: E731
-    with pytest.raises(AssertionError):
-        checks.check_correspondence(as_data_step=wrong)
-
-
-def test_paper_factor_check_catches_a_smaller_factor() -> None:
-    with pytest.raises(AssertionError):
-        checks.check_paper_factor_bound(log_factor=lambda n, R: 1.5 * math.log(n) + R * R - 3.0)
-
-
-def test_search_finds_a_planted_violation() -> None:
-    """The adversarial search must climb above 1 when the bound is false only in a small region."""
-
-    def ratios(p, n, d, R, k):
-        return np.exp(-np.sum((p - 2.0) ** 2, axis=-1))[..., None] * 1.2
-
-    bound = checks.Bound("planted", ("planted",), lambda n, d, k: 3, ratios)
-    assert checks.adversarial_search(bound, 1, 1, 1.0, restarts=2).worst > 1.0
+    script = _load_script()
+    ratio, dim = script.BOUNDS["lipschitz-x"](2, 1.0)
+    found = worst_ratio(ratio, dim, np.random.default_rng(0), samples=100, restarts=1, maxiter=30)
+    assert found.ratio * 0.5 / 0.45 > 1.0
