@@ -1,159 +1,261 @@
-"""Softmax regression library: the chapter's claims, wrong closed forms caught, validation, stability,
-property tests (hypothesis)."""
+"""Softmax regression library: closed forms against finite differences and against JAX autodiff
+of the definitions, wrong closed forms caught by the same comparison, the bounds, validation,
+stability, property tests (hypothesis)."""
 
 from __future__ import annotations
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
-import sympy as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from softmax_icl.verify import legacy_ledger as ledger
+from softmax_icl import autodiff
 from softmax_icl import softmax_regression as sr
-from softmax_icl.checks import directional_derivative
-from softmax_icl.verify.legacy_ledger import run_claim
-from softmax_icl.verify import softmax_regression as checks
+from softmax_icl.checks import assert_close, directional_derivative, numerical_jacobian
 
-CLAIMS = checks.CLAIMS
-
-
-def test_every_lemma_of_the_chapter_is_registered() -> None:
-    assert "softmax_regression" in ledger.CHAPTER_MODULES
-    assert all(c.chapter == "book/softmax_regression" for c in CLAIMS)
-    labels = {c.label for c in CLAIMS}
-    assert labels == {
-        "lem-softreg-alpha-gradient", "lem-softreg-jacobian", "lem-softreg-gradient",
-        "lem-softreg-second-derivative", "lem-softreg-hessian", "lem-softreg-rescaled",
-        "lem-softreg-jacobian-spectrum", "lem-softreg-curvature-bound", "lem-softreg-regularized",
-    }
+RTOL_FD, RTOL_AUTODIFF = 1e-6, 1e-10
+KAPPA = 1 / (3 * np.sqrt(3))  # the sharp constant of ‖K‖₂ ≤ κ osc(c)
 
 
-@pytest.mark.parametrize("claim", CLAIMS, ids=lambda c: c.label)
-def test_claim_verifies(claim) -> None:
-    for evidence in run_claim(claim):
-        if evidence.kind == "bound":
-            assert evidence.value <= 1.0
-        elif evidence.kind == "autodiff":
-            assert evidence.value <= checks.RTOL_AUTODIFF
-        else:
-            assert evidence.value <= checks.RTOL_FD
+def random_problem(n: int = 60, d: int = 8, seed: int = 0, scale: float = 2.0) -> tuple[np.ndarray, ...]:
+    """``A`` Gaussian, ``‖x‖ ≈ scale``, ``b`` a Dirichlet(1) probability vector, ``w`` in [0.5, 1.5]."""
+    rng = np.random.default_rng(seed)
+    A = rng.standard_normal((n, d))
+    x = rng.standard_normal(d) * scale / np.sqrt(d)
+    return A, x, rng.dirichlet(np.ones(n)), rng.uniform(0.5, 1.5, n)
 
-
-# ---- a wrong closed form is caught -----------------------------------------------------------------
 
 def _f(A, x):
     return sr.softmax_prediction(A, x)
 
 
-def test_jacobian_without_the_rank_one_term_is_caught() -> None:
-    with pytest.raises(AssertionError, match="∂f/∂x"):
-        checks.numeric_jacobian(seeds=(0,), jacobian=lambda A, x: _f(A, x)[:, None] * A)
+# ---- the definitions in JAX (no closed form, no shift), differentiated by autodiff -------------------
+
+def f_def(A, y):
+    e = jnp.exp(A @ y)
+    return e / jnp.sum(e)
 
 
-def test_gradient_without_the_mean_term_is_caught() -> None:
-    def wrong(A, x, b):
-        f = _f(A, x)
-        return A.T @ (f * (f - b))
-    with pytest.raises(AssertionError, match="∇L"):
-        checks.numeric_gradient(seeds=(0,), gradient=wrong)
+def L_def(A, y, b):
+    return 0.5 * jnp.sum((f_def(A, y) - b) ** 2)
 
 
-def test_alpha_gradient_with_f_instead_of_exp_is_caught() -> None:
-    with pytest.raises(AssertionError, match="∇α"):
-        checks.numeric_alpha_gradient(seeds=(0,), alpha_gradient=lambda A, x: A.T @ _f(A, x))
+def L_res_def(A, y, b):
+    e = jnp.exp(A @ y)
+    return 0.5 * jnp.sum((e - jnp.sum(e) * b) ** 2)
 
 
-def test_second_derivative_without_the_double_mean_term_is_caught() -> None:
-    def wrong(A, x):
-        f = _f(A, x)
-        m = f @ A
-        return sr.softmax_prediction_hessian(A, x) - 2.0 * f[:, None, None] * np.outer(m, m)[None]
-    with pytest.raises(AssertionError, match="∂²f"):
-        checks.numeric_second_derivative(seeds=(0,), second=wrong)
+def L_reg_def(A, y, b, w):
+    return L_def(A, y, b) + 0.5 * jnp.sum((w * (A @ y)) ** 2)
 
 
-def test_hessian_without_the_curvature_term_is_caught() -> None:
-    def gauss_newton(A, x, b):
-        J = sr.softmax_jacobian_weights(_f(A, x)).dense()
-        return A.T @ J @ J @ A
-    with pytest.raises(AssertionError, match="∇²L"):
-        checks.numeric_hessian(seeds=(0,), hessian=gauss_newton)
+def jax_jacobian(fun, y):
+    with jax.enable_x64(True):
+        return np.asarray(jax.jacfwd(fun)(jnp.asarray(y, dtype=jnp.float64)))
 
 
-@pytest.mark.parametrize("entry", [(0, 0), (0, 1), (1, 1)])
-def test_wrong_rank_two_core_is_caught_symbolically(entry) -> None:
-    def wrong(f, c):
-        W = sr._normalized_weights(f, c)
-        core = W.core.copy()
-        core[entry] = core[entry] + 1 if entry != (0, 0) else core[entry] * 2
-        return sr.DiagonalPlusLowRank(W.diagonal, W.factors, core)
-    with pytest.raises(AssertionError, match="J² \\+ K"):
-        checks.check_hessian_weights_symbolic(weights=wrong)
+# name → (closed form, finite-difference reference, JAX reference), each a function of (A, x, b, w)
+REFERENCES = {
+    "alpha_gradient": (
+        lambda A, x, b, w: sr.alpha_gradient(A, x),
+        lambda A, x, b, w: numerical_jacobian(lambda y: sr.alpha(A, y), x),
+        lambda A, x, b, w: autodiff.gradient(lambda y: jnp.sum(jnp.exp(A @ y)), x)),
+    "softmax_jacobian": (
+        lambda A, x, b, w: sr.softmax_jacobian(A, x),
+        lambda A, x, b, w: numerical_jacobian(lambda y: sr.softmax_prediction(A, y), x),
+        lambda A, x, b, w: jax_jacobian(lambda y: f_def(A, y), x)),
+    "softmax_prediction_hessian": (
+        lambda A, x, b, w: sr.softmax_prediction_hessian(A, x),
+        lambda A, x, b, w: numerical_jacobian(lambda y: sr.softmax_jacobian(A, y), x),
+        lambda A, x, b, w: autodiff.hessian(lambda y: f_def(A, y), x)),
+    "normalized_gradient": (
+        lambda A, x, b, w: sr.normalized_gradient(A, x, b),
+        lambda A, x, b, w: numerical_jacobian(lambda y: sr.normalized_loss(A, y, b), x),
+        lambda A, x, b, w: autodiff.gradient(lambda y: L_def(A, y, b), x)),
+    "normalized_hessian": (
+        lambda A, x, b, w: sr.normalized_hessian(A, x, b),
+        lambda A, x, b, w: numerical_jacobian(lambda y: sr.normalized_gradient(A, y, b), x),
+        lambda A, x, b, w: autodiff.hessian(lambda y: L_def(A, y, b), x)),
+    "rescaled_gradient": (
+        lambda A, x, b, w: sr.rescaled_gradient(A, x, b),
+        lambda A, x, b, w: numerical_jacobian(lambda y: sr.rescaled_loss(A, y, b), x),
+        lambda A, x, b, w: autodiff.gradient(lambda y: L_res_def(A, y, b), x)),
+    "rescaled_hessian": (
+        lambda A, x, b, w: sr.rescaled_hessian(A, x, b),
+        lambda A, x, b, w: numerical_jacobian(lambda y: sr.rescaled_gradient(A, y, b), x),
+        lambda A, x, b, w: autodiff.hessian(lambda y: L_res_def(A, y, b), x)),
+    "regularized_gradient": (
+        lambda A, x, b, w: sr.regularized_gradient(A, x, b, w),
+        lambda A, x, b, w: numerical_jacobian(lambda y: sr.regularized_loss(A, y, b, w), x),
+        lambda A, x, b, w: autodiff.gradient(lambda y: L_reg_def(A, y, b, w), x)),
+    "regularized_hessian": (
+        lambda A, x, b, w: sr.regularized_hessian(A, x, b, w),
+        lambda A, x, b, w: numerical_jacobian(lambda y: sr.regularized_gradient(A, y, b, w), x),
+        lambda A, x, b, w: autodiff.hessian(lambda y: L_reg_def(A, y, b, w), x)),
+}
 
 
-def test_wrong_rescaled_weights_are_caught_symbolically() -> None:
-    def wrong(f, b):
-        W = sr._rescaled_weights_unscaled(f, b)
-        return sr.DiagonalPlusLowRank(W.diagonal - f * f, W.factors, W.core)
-    with pytest.raises(AssertionError, match="rescaled weights"):
-        checks.check_rescaled_weights_symbolic(weights=wrong)
+def compare(closed, fd, ad, seeds=(0, 1)) -> float:
+    """Assert ``closed`` agrees with both references at n = 60, d = 8; return the worst error."""
+    worst = 0.0
+    for seed in seeds:
+        A, x, b, w = random_problem(seed=seed)
+        value = closed(A, x, b, w)
+        r = assert_close(value, fd(A, x, b, w), rtol=RTOL_FD, name=f"vs finite differences (seed {seed})")
+        s = assert_close(value, ad(A, x, b, w), rtol=RTOL_AUTODIFF, name=f"vs JAX (seed {seed})")
+        worst = max(worst, r.worst_relative_error, s.worst_relative_error)
+    return worst
 
 
-def test_symbolic_machinery_rejects_a_wrong_hessian() -> None:
-    P = checks.SymbolicProblem(3, 2)
-    J = P.J()
-    assert not P.is_zero(P.hessian(P.L) - P.A.T * (J * J - P.K()) * P.A)
-    assert not P.is_zero(P.grad(P.L) - P.A.T * P.f.multiply_elementwise(P.c))
+@pytest.mark.parametrize("name", sorted(REFERENCES))
+def test_closed_form_matches_differences_and_autodiff(name) -> None:
+    assert compare(*REFERENCES[name]) <= RTOL_FD
 
 
-def test_symbolic_n_machinery_rejects_a_wrong_gradient() -> None:
-    expr = sp.Sum(checks._IA[checks._k, checks._i] * checks._IU[checks._k], (checks._k, 0, checks._n - 1))
-    assert sp.expand(checks.linear_sum_normal_form(expr - 2 * expr)) != 0
+HVP = {
+    "normalized": (lambda A, x, b, w, v: sr.normalized_hvp(A, x, b, v), lambda A, b, w: lambda y: L_def(A, y, b)),
+    "rescaled": (lambda A, x, b, w, v: sr.rescaled_hvp(A, x, b, v), lambda A, b, w: lambda y: L_res_def(A, y, b)),
+    "regularized": (lambda A, x, b, w, v: sr.regularized_hvp(A, x, b, w, v),
+                    lambda A, b, w: lambda y: L_reg_def(A, y, b, w)),
+}
 
 
-def test_rescaled_hessian_without_the_diagonal_term_is_caught() -> None:
-    def wrong(A, x, b):
+def check_hvp(hvp, definition, seeds=(0, 1)) -> None:
+    for seed in seeds:
+        A, x, b, w = random_problem(seed=seed)
+        v = np.random.default_rng(100 + seed).standard_normal(x.shape[0])
+        expected = autodiff.hessian_vector_product(definition(A, b, w), x, v)
+        assert_close(hvp(A, x, b, w, v), expected, rtol=RTOL_AUTODIFF, name=f"hvp vs JAX (seed {seed})")
+
+
+@pytest.mark.parametrize("loss", sorted(HVP))
+def test_hessian_vector_products_match_jax_forward_over_reverse(loss) -> None:
+    check_hvp(*HVP[loss])
+
+
+def test_bilinear_second_derivative_matches_the_contracted_jax_tensor() -> None:
+    for seed in (0, 1):
+        A, x, _, _ = random_problem(seed=seed)
+        u, v = np.random.default_rng(seed).standard_normal((2, x.shape[0]))
+        T = autodiff.hessian(lambda y: f_def(A, y), x)  # noqa: B023
+        assert_close(sr.softmax_prediction_second_derivative(A, x, u, v), np.einsum("kij,i,j->k", T, u, v),
+                     rtol=RTOL_AUTODIFF, name="bilinear form")
+
+
+def test_rescaled_loss_matches_its_definition() -> None:
+    for seed in (0, 1):
+        A, x, b, _ = random_problem(seed=seed)
         u = np.exp(A @ x)
-        M = np.diag(u) - np.outer(b, u)
-        return A.T @ M.T @ M @ A
-    with pytest.raises(AssertionError, match="∇²L_res"):
-        checks.numeric_rescaled(seeds=(0,), hessian=wrong)
+        direct = 0.5 * float(np.sum((u - u.sum() * b) ** 2))
+        assert_close(sr.rescaled_loss(A, x, b), direct, rtol=1e-12, name="L_res")
+        assert_close(sr.alpha(A, x) ** 2 * sr.normalized_loss(A, x, b), direct, rtol=1e-12, name="α² L")
 
 
-def test_regularized_hessian_without_the_regularizer_is_caught() -> None:
-    with pytest.raises(AssertionError, match="∇²L_reg"):
-        checks.numeric_regularized(seeds=(0,), hessian=lambda A, x, b, w: sr.normalized_hessian(A, x, b))
+# ---- a wrong closed form is caught by the same comparison --------------------------------------
+
+def _gradient_without_mean(A, x, b, w):
+    f = _f(A, x)
+    return A.T @ (f * (f - b))
+
+
+def _second_derivative_without_double_mean(A, x, b, w):
+    f = _f(A, x)
+    m = f @ A
+    return sr.softmax_prediction_hessian(A, x) - 2.0 * f[:, None, None] * np.outer(m, m)[None]
+
+
+def _gauss_newton(A, x, b, w):
+    J = sr.softmax_jacobian_weights(_f(A, x)).dense()
+    return A.T @ J @ J @ A
+
+
+def _rescaled_hessian_without_diagonal(A, x, b, w):
+    u = np.exp(A @ x)
+    M = np.diag(u) - np.outer(b, u)
+    return A.T @ M.T @ M @ A
+
+
+WRONG = {
+    "alpha_gradient": lambda A, x, b, w: A.T @ _f(A, x),                # f in place of exp(Ax)
+    "softmax_jacobian": lambda A, x, b, w: _f(A, x)[:, None] * A,       # rank-one term dropped
+    "normalized_gradient": _gradient_without_mean,
+    "softmax_prediction_hessian": _second_derivative_without_double_mean,
+    "normalized_hessian": _gauss_newton,                                # curvature term K dropped
+    "rescaled_hessian": _rescaled_hessian_without_diagonal,
+    "regularized_hessian": lambda A, x, b, w: sr.normalized_hessian(A, x, b),  # regularizer dropped
+}
+
+
+@pytest.mark.parametrize("name", sorted(WRONG))
+def test_a_wrong_closed_form_fails_the_comparison(name) -> None:
+    _, fd, ad = REFERENCES[name]
+    with pytest.raises(AssertionError, match="vs finite differences"):
+        compare(WRONG[name], fd, ad)
 
 
 def test_hvp_with_the_wrong_sign_of_k_is_caught() -> None:
-    def wrong(A, x, b, v):
+    def wrong(A, x, b, w, v):
         f = _f(A, x)
         J = sr.softmax_jacobian_weights(f)
         K = sr.softmax_curvature_weights(f, f - b)
         Av = A @ v
         return A.T @ (J.matvec(J.matvec(Av)) - K.matvec(Av))
-    with pytest.raises(AssertionError, match="hvp"):
-        checks.numeric_hvp(seeds=(0,), loss="L", hvp=wrong)
+    with pytest.raises(AssertionError, match="hvp vs JAX"):
+        check_hvp(wrong, HVP["normalized"][1])
 
 
-def test_an_inflated_curvature_bound_is_caught() -> None:
-    def inflated(f, c):
-        K = sr.softmax_curvature_weights(f, c)
-        return sr.DiagonalPlusLowRank(3 * K.diagonal, K.factors, 3 * K.core)
-    with pytest.raises(AssertionError, match="‖K‖₂"):
-        checks.bound_curvature(weights=inflated)
+# ---- the bounds: spectrum of J, the sharp constant of K -------------------------------------------
+
+def _random_f_and_c(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    f = sr.softmax_prediction(np.eye(n), rng.standard_normal(n) * rng.uniform(0.0, 8.0))
+    b = rng.dirichlet(np.ones(n)) if rng.random() < 0.5 else rng.standard_normal(n) * rng.uniform(0.1, 3.0)
+    return f, f - b
 
 
-def test_unregularized_hessian_fails_the_positive_definiteness_check() -> None:
-    with pytest.raises(AssertionError, match="not positive definite"):
-        checks.bound_positive_definite(hessian=lambda A, x, b, w: sr.normalized_hessian(A, x, b))
+def test_jacobian_weights_are_a_covariance_below_half() -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        f, _ = _random_f_and_c(rng, int(rng.integers(2, 40)))
+        J = sr.softmax_jacobian_weights(f).dense()
+        eig = np.linalg.eigvalsh(J)
+        assert eig[0] >= -1e-15 and eig[-1] <= 0.5 + 1e-15
+        assert np.linalg.eigvalsh(2 * J + np.outer(f, f))[-1] <= 1 + 1e-12  # 2J + ffᵀ ⪯ I
+    J = sr.softmax_jacobian_weights(np.array([0.5, 0.5, 0.0])).dense()
+    assert np.linalg.eigvalsh(J)[-1] == pytest.approx(0.5, rel=1e-15)
+
+
+def test_curvature_weights_obey_the_sharp_bound_and_attain_it_at_n_2() -> None:
+    rng = np.random.default_rng(1)
+    worst = 0.0
+    for _ in range(300):
+        f, c = _random_f_and_c(rng, int(rng.integers(2, 40)))
+        norm = np.max(np.abs(np.linalg.eigvalsh(sr.softmax_curvature_weights(f, c).dense())))
+        worst = max(worst, norm / (KAPPA * np.ptp(c)))
+    assert worst <= 1 + 1e-12
+    s = 0.5 + 0.5 / np.sqrt(3)  # the logistic extremum σ(1−σ) = 1/6
+    K = sr.softmax_curvature_weights(np.array([s, 1 - s]), np.array([1.0, 0.0])).dense()
+    assert np.max(np.abs(np.linalg.eigvalsh(K))) == pytest.approx(KAPPA, rel=1e-12)
+
+
+def test_regularized_hessian_is_positive_definite_above_the_sharp_level() -> None:
+    rng = np.random.default_rng(12)
+    for _ in range(50):
+        A = rng.standard_normal((30, 6))
+        x = rng.standard_normal(6) * 2
+        b = rng.standard_normal(30) if rng.random() < 0.5 else rng.dirichlet(np.ones(30))
+        level = KAPPA * np.ptp(sr.normalized_residual(A, x, b))
+        assert level < sr.regularization_threshold(A, x, b)
+        w = np.full(30, np.sqrt(1.001 * level))
+        guaranteed = np.linalg.svd(A, compute_uv=False)[-1] ** 2 * 0.001 * level
+        assert np.linalg.eigvalsh(sr.regularized_hessian(A, x, b, w))[0] >= guaranteed * (1 - 1e-9)
 
 
 # ---- the weight representation ---------------------------------------------------------------------
 
 def test_weights_agree_with_dense_matrices() -> None:
     rng = np.random.default_rng(0)
-    A, x, b, w = checks.random_problem(30, 5, seed=1)
+    A, x, b, w = random_problem(30, 5, seed=1)
     f = _f(A, x)
     c = f - b
     Jd = np.diag(f) - np.outer(f, f)
