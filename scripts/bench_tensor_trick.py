@@ -16,7 +16,9 @@ Prints, measured side by side in this run (best of several repeats, wall clock, 
    (ru_maxrss of the child) and the memory the route added over the interpreter, relative to the inputs.
    A route that does not fit fails inside its own process and is reported as out of memory;
 5. at (4096, 128), the three routes timed again interleaved in one process (round-robin, best of 5), and
-   the ratios JAX / streaming and full-matrix / streaming, with the largest difference of their results.
+   the ratios JAX / streaming and full-matrix / streaming, with the largest difference of their results;
+6. the work of each route: the processes of 4. at (4096, 128) again, pinned to one core with one BLAS and
+   one XLA thread, CPU time (least disturbed by other load on the machine).
 With --json it writes everything, the command and the machine to the JSON file the chapter
 book/tensor_trick reads. --smoke runs tiny sizes (a few seconds) to test the script itself.
 """
@@ -225,11 +227,11 @@ def _status_kib(field: str) -> int:
 def predicted_bytes(route: str, n: int, d: int) -> int:
     """Largest simultaneous float64 data of a route (our count of its arrays): the inputs plus
     the n×n intermediates of the HVP (full-matrix: F, T→Ḟ, G, tmp; JAX: its device copy of B and at
-    least Z, U, F and the cotangent), or the streaming buffers (4 of block × n) and O(nd) arrays."""
+    least Z, U, F and the cotangent), or the streaming buffers (3 of block × n per core) and O(nd) arrays."""
     inputs = 8 * (n * n + 2 * n * d + 2 * d * d)
     if route == "streaming":
         block = min(n, max(msr.MIN_BLOCK_ROWS, msr.BLOCK_BYTES // (8 * n)))
-        return inputs + 8 * (4 * block * n + 4 * n * d)
+        return inputs + 8 * (3 * (os.cpu_count() or 1) * block * n + 4 * n * d)
     return inputs + 8 * n * n * (4 if route == "full-matrix" else 5)
 
 
@@ -272,7 +274,8 @@ def child_route(route: str, n: int, d: int, repeats: int, budget: int) -> dict:
         out["status"], out["error"] = "out of memory", f"MemoryError: {exc}"
     except Exception as exc:  # XLA reports a failed allocation as its own runtime error
         text = f"{type(exc).__name__}: {exc}"
-        oom = any(s in text for s in ("RESOURCE_EXHAUSTED", "Out of memory", "out of memory", "allocat"))
+        oom = any(s in text for s in ("RESOURCE_EXHAUSTED", "Out of memory", "out of memory", "allocat",
+                                      "can't start new thread"))
         out["status"], out["error"] = ("out of memory" if oom else "error"), text[:500]
     out["peak_rss_self_bytes"] = _status_kib("VmHWM") * 1024
     return out
@@ -303,14 +306,21 @@ def child_interleaved(n: int, d: int, rounds: int, budget: int) -> dict:
             "max_relative_difference_to_streaming": {r: {"gradient": v[0], "hvp": v[1]} for r, v in diff.items()}}
 
 
-def run_child(args: list[str], hard_cap: int, timeout: float) -> tuple[dict, int]:
-    """Runs this script with ``args`` in a child process (hard RLIMIT_AS cap from the start), returns its JSON
-    line and its peak RSS (ru_maxrss of that child, bytes)."""
+ONE_CORE_ENV = {"OPENBLAS_NUM_THREADS": "1",
+                "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"}
+
+
+def run_child(args: list[str], hard_cap: int, timeout: float, one_core: bool = False) -> tuple[dict, int]:
+    """Runs this script with ``args`` in a child process (hard RLIMIT_AS cap from the start; with ``one_core``
+    pinned to one CPU with one BLAS/XLA thread), returns its JSON line and its peak RSS (ru_maxrss, bytes)."""
     def cap() -> None:
         resource.setrlimit(resource.RLIMIT_AS, (hard_cap, hard_cap))
+        if one_core:
+            os.sched_setaffinity(0, {max(os.sched_getaffinity(0))})
 
     cmd = [sys.executable, os.path.abspath(__file__), *args]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=cap)
+    env = {**os.environ, **ONE_CORE_ENV} if one_core else None
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=cap, env=env)
     deadline = time.monotonic() + timeout
     while True:
         pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
@@ -336,18 +346,19 @@ def run_child(args: list[str], hard_cap: int, timeout: float) -> tuple[dict, int
 
 
 def routes_case(n: int, d: int, repeats: int, budget: int, timeout: float,
-                routes: tuple[str, ...] = ROUTES) -> dict:
+                routes: tuple[str, ...] = ROUTES, one_core: bool = False) -> dict:
     input_bytes = 8 * (n * n + 2 * n * d + 2 * d * d)
     results = {}
     for route in routes:
         res, peak = run_child(["--child", route, "--n", str(n), "--d", str(d), "--repeats", str(repeats),
-                               "--budget", str(budget)], hard_cap=budget + 2 * GIB, timeout=timeout)
+                               "--budget", str(budget)], hard_cap=budget + 2 * GIB, timeout=timeout, one_core=one_core)
         res["peak_rss_bytes"] = peak
         res["predicted_bytes"] = predicted_bytes(route, n, d)
         if res["status"] == "ok":
             res["memory_over_inputs"] = (peak - res["baseline_rss_bytes"]) / input_bytes
         results[route] = res
-    return {"n": n, "d": d, "input_bytes": input_bytes, "budget_bytes": budget, "results": results}
+    return {"n": n, "d": d, "input_bytes": input_bytes, "budget_bytes": budget, "one_core": one_core,
+            "results": results}
 
 
 def _size(nbytes: float) -> str:
@@ -356,6 +367,20 @@ def _size(nbytes: float) -> str:
 
 def _fmt_s(value: float | None) -> str:
     return "—" if value is None else f"{value:.3f} s"
+
+
+def print_one_core(case: dict) -> None:
+    r = case["results"]
+    print(f"\n6. work: the same routes on one core (one BLAS/XLA thread, pinned), at (n, d) = ({case['n']}, "
+          f"{case['d']}), best of 3, CPU time of the process")
+    print(f"{'':>12} {'streaming':>10} {'full-matrix':>12} {'JAX':>10} | {'full/stream':>11} {'JAX/stream':>10}")
+    for kind in ("gradient", "hvp"):
+        t = {route: r[route].get(f"{kind}_cpu_s") for route in ROUTES}
+        if None in t.values():
+            print(f"{kind:>12} " + ", ".join(f"{k}: {v['status']}" for k, v in r.items()))
+            continue
+        print(f"{kind:>12} {t['streaming']:>8.3f} s {t['full-matrix']:>10.3f} s {t['jax']:>8.3f} s | "
+              f"{t['full-matrix'] / t['streaming']:>10.2f}× {t['jax'] / t['streaming']:>9.2f}×")
 
 
 def print_routes(cases: list[dict], inter: dict) -> None:
@@ -408,12 +433,13 @@ def main() -> None:
     smoke = args.smoke
     # the processes of 4.-5. first, before this process imports JAX (which must not be forked)
     if smoke:  # the second case does not fit its budget except for the streaming route
-        plan = [(256, 16, 2, 3 * GIB, ROUTES), (2048, 16, 1, 48 * 2**20, ROUTES[:2])]
+        plan = [(256, 16, 2, 3 * GIB, ROUTES), (4096, 16, 1, 384 * 2**20, ROUTES[:2])]
         inter_args = (256, 16, 2, 3 * GIB)
     else:
         plan = [(4096, 128, 3, 4 * GIB, ROUTES), (32768, 128, 1, 12 * GIB, ROUTES)]
         inter_args = (4096, 128, 5, 6 * GIB)
     cases = [routes_case(n, d, repeats, budget, 600, routes) for n, d, repeats, budget, routes in plan]
+    one_core = routes_case(*plan[0][:4], 600, ROUTES, one_core=True)
     res, _ = run_child(["--child", "interleaved", "--n", str(inter_args[0]), "--d", str(inter_args[1]),
                         "--repeats", str(inter_args[2]), "--budget", str(inter_args[3])],
                        hard_cap=inter_args[3] + 2 * GIB, timeout=600)
@@ -458,6 +484,7 @@ def main() -> None:
               f"HVP {sc[label]['hvp_exponent']:.2f}")
 
     print_routes(cases, inter)
+    print_one_core(one_core)
     big_cases = [c for c in cases if c["results"]["streaming"]["status"] == "ok"]
     exps = {}
     if len(big_cases) >= 2:
@@ -473,8 +500,9 @@ def main() -> None:
         result = {"command": command, "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
                                                   "numpy": np.__version__, "load_average_at_start": load},
                   "date": time.strftime("%Y-%m-%d"), "small": small, "large": big, "scaling": sc,
-                  "routes": cases, "interleaved": inter, "streaming_exponents_between_cases": exps,
-                  "block_bytes": msr.BLOCK_BYTES, "min_block_rows": msr.MIN_BLOCK_ROWS}
+                  "routes": cases, "interleaved": inter, "one_core": one_core,
+                  "streaming_exponents_between_cases": exps, "block_bytes": msr.BLOCK_BYTES,
+                  "min_block_rows": msr.MIN_BLOCK_ROWS, "thread_min_entries": msr.THREAD_MIN_ENTRIES}
         with open(args.json, "w") as fh:
             json.dump(result, fh, indent=1)
         print(f"\nwrote {args.json}")
