@@ -227,11 +227,11 @@ def _status_kib(field: str) -> int:
 def predicted_bytes(route: str, n: int, d: int) -> int:
     """Largest simultaneous float64 data of a route (our count of its arrays): the inputs plus
     the n×n intermediates of the HVP (full-matrix: F, T→Ḟ, G, tmp; JAX: its device copy of B and at
-    least Z, U, F and the cotangent), or the streaming buffers (3 of block × n per core) and O(nd) arrays."""
+    least Z, U, F and the cotangent), or the streaming buffers (3 of block × n per core) and O(d²) arrays."""
     inputs = 8 * (n * n + 2 * n * d + 2 * d * d)
     if route == "streaming":
         block = min(n, max(msr.MIN_BLOCK_ROWS, msr.BLOCK_BYTES // (8 * n)))
-        return inputs + 8 * (3 * (os.cpu_count() or 1) * block * n + 4 * n * d)
+        return inputs + 8 * (3 * (os.cpu_count() or 1) * block * n + 4 * d * d)
     return inputs + 8 * n * n * (4 if route == "full-matrix" else 5)
 
 

@@ -311,7 +311,7 @@ _BLAS: list = []   # the threadpoolctl controller of the loaded BLAS, created on
 
 @contextmanager
 def _blas_single_threaded() -> Iterator[None]:
-    """BLAS limited to one thread (process-wide, restored on exit) while the row blocks run in threads."""
+    """BLAS limited to one thread (process-wide, restored on exit): the parallelism is over row blocks."""
     if not _BLAS:
         from threadpoolctl import ThreadpoolController
         _BLAS.append(ThreadpoolController())
@@ -319,40 +319,41 @@ def _blas_single_threaded() -> Iterator[None]:
         yield
 
 
-def _over_blocks(n: int, b: int, n_buffers: int, block: Callable[[slice, np.ndarray], float]) -> float:
-    """``Σ block(rows, buffers)`` over the blocks of ``b`` rows, in order. Above :data:`THREAD_MIN_ENTRIES`
-    entries of ``Z`` the blocks are shared out over one thread per CPU core (each with its own
-    ``n_buffers × b × n`` buffers and single-threaded BLAS), so the elementwise work runs in parallel too."""
+def _over_blocks(n: int, d: int, b: int, n_buffers: int,
+                 block: Callable[[slice, np.ndarray, np.ndarray], float]) -> tuple[float, np.ndarray]:
+    """``(Σ values, Σ G)`` of ``value = block(rows, buffers, G)`` over the blocks of ``b`` rows, where ``block``
+    adds its block's share of a ``d×d`` result into ``G``. BLAS runs single-threaded meanwhile; from
+    :data:`THREAD_MIN_ENTRIES` entries of ``Z`` on, the blocks are shared out over one thread per CPU core
+    (each with its own ``n_buffers × b × n`` buffers and ``G``), so the elementwise work runs in parallel too."""
     starts = list(range(0, n, b))
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     workers = min(cores, len(starts)) if n * n >= THREAD_MIN_ENTRIES else 1
 
-    def run(part: list[int]) -> list[tuple[int, float]]:
-        buffers = np.empty((n_buffers, b, n))
-        return [(i, block(slice(i, min(i + b, n)), buffers)) for i in part]
+    def run(part: list[int]) -> tuple[list[tuple[int, float]], np.ndarray]:
+        buffers, G = np.empty((n_buffers, b, n)), np.zeros((d, d))
+        return [(i, block(slice(i, min(i + b, n)), buffers, G)) for i in part], G
 
-    if workers == 1:
-        values = run(starts)
-    else:
-        with _blas_single_threaded(), ThreadPoolExecutor(workers) as pool:
-            values = [v for part in pool.map(run, [starts[w::workers] for w in range(workers)]) for v in part]
-    return float(sum(v for _, v in sorted(values)))
+    with _blas_single_threaded():
+        if workers == 1:
+            parts = [run(starts)]
+        else:
+            with ThreadPoolExecutor(workers) as pool:
+                parts = list(pool.map(run, [starts[w::workers] for w in range(workers)]))
+    values = sorted(v for part, _ in parts for v in part)
+    return float(sum(v for _, v in values)), sum(G for _, G in parts)
 
 
 def _normalized_stream(A1: np.ndarray, A2: np.ndarray, X: np.ndarray, B: np.ndarray, V: np.ndarray | None,
                        block_rows: object, mode: str) -> tuple[float, np.ndarray | None]:
     """``(L, A₁ᵀ M A₂)`` with ``M = P`` (mode "gradient"), ``Q`` along ``V`` ("hvp") or nothing ("loss"),
-    one block of rows of ``Z`` at a time: memory ``O(block·n + nd)`` besides the inputs."""
+    one block of rows of ``Z`` at a time: memory ``O(block·n + d²)`` per thread besides the inputs."""
     n, d = A1.shape
     b = _block_size(n, block_rows)
-    Y = A1 @ X
-    YV = None if V is None else A1 @ V
-    H = None if mode == "loss" else np.empty((n, d))
 
-    def block(blk: slice, buffers: np.ndarray) -> float:
+    def block(blk: slice, buffers: np.ndarray, G: np.ndarray) -> float:
         k = blk.stop - blk.start
         rows, F0, C = np.arange(k), buffers[0, :k], buffers[1, :k]
-        np.matmul(Y[blk], A2.T, out=F0)
+        np.matmul(A1[blk] @ X, A2.T, out=F0)
         lead, _, t = _split_exp(F0, rows)
         fl = 1.0 / (1.0 + t)
         q = t * fl
@@ -360,16 +361,16 @@ def _normalized_stream(A1: np.ndarray, A2: np.ndarray, X: np.ndarray, B: np.ndar
         cl = _normalized_residual(F0, q, lead, rows, B[blk], C)
         if mode == "hvp":
             T = buffers[2, :k]
-            np.matmul(YV[blk], A2.T, out=T)
-            np.matmul(_normalized_Q_split(F0, fl, q, lead, rows, C, cl, T), A2, out=H[blk])
+            np.matmul(A1[blk] @ V, A2.T, out=T)
+            G += A1[blk].T @ (_normalized_Q_split(F0, fl, q, lead, rows, C, cl, T) @ A2)
             return 0.0
         value = 0.5 * float(np.vdot(C, C))
         if mode == "gradient":
-            np.matmul(_normalized_P_split(F0, fl, q, lead, rows, C, cl), A2, out=H[blk])
+            G += A1[blk].T @ (_normalized_P_split(F0, fl, q, lead, rows, C, cl) @ A2)
         return value
 
-    loss = _over_blocks(n, b, 3 if mode == "hvp" else 2, block)
-    return loss, None if H is None else A1.T @ H
+    loss, G = _over_blocks(n, d, b, 3 if mode == "hvp" else 2, block)
+    return loss, None if mode == "loss" else G
 
 
 def normalized_loss(A1: np.ndarray, A2: np.ndarray, X: np.ndarray, B: np.ndarray, *,
@@ -539,31 +540,29 @@ def _rescaled_stream(A1: np.ndarray, A2: np.ndarray, X: np.ndarray, B: np.ndarra
     ("loss"), one block of rows at a time (OverflowError where ``w = e^{2m}`` or the result leaves float64)."""
     n, d = A1.shape
     b = _block_size(n, block_rows)
-    Y = A1 @ X
-    YV = None if V is None else A1 @ V
-    H = None if mode == "loss" else np.empty((n, d))
 
-    def block(blk: slice, buffers: np.ndarray) -> float:
+    def block(blk: slice, buffers: np.ndarray, G: np.ndarray) -> float:
         k = blk.stop - blk.start
         rows, E0, C, Bb = np.arange(k), buffers[0, :k], buffers[1, :k], B[blk]
-        np.matmul(Y[blk], A2.T, out=E0)
+        np.matmul(A1[blk] @ X, A2.T, out=E0)
         lead, m, t = _split_exp(E0, rows)
         w = _row_scale(m, what)
         ctl = _rescaled_residual(E0, 1.0, t, lead, rows, Bb, C)
         if mode == "hvp":
             T = buffers[2, :k]
-            np.matmul(YV[blk], A2.T, out=T)
-            np.matmul(_rescaled_Q_split(E0, 1.0, lead, rows, Bb, C, ctl, T, buffers[3, :k]), A2, out=H[blk])
-            H[blk] *= w[:, None]
-            return 0.0
-        value = 0.5 * float(np.dot(w, _rowdot(C, C) + ctl * ctl))
-        if mode == "gradient":
-            np.matmul(_rescaled_P_split(E0, 1.0, lead, rows, Bb, C, ctl), A2, out=H[blk])
-            H[blk] *= w[:, None]
-        return value
+            np.matmul(A1[blk] @ V, A2.T, out=T)
+            M = _rescaled_Q_split(E0, 1.0, lead, rows, Bb, C, ctl, T, buffers[3, :k]) @ A2
+        else:
+            value = 0.5 * float(np.dot(w, _rowdot(C, C) + ctl * ctl))
+            if mode == "loss":
+                return value
+            M = _rescaled_P_split(E0, 1.0, lead, rows, Bb, C, ctl) @ A2
+        M *= w[:, None]
+        G += A1[blk].T @ M
+        return 0.0 if mode == "hvp" else value
 
-    loss = _over_blocks(n, b, 4 if mode == "hvp" else 2, block)
-    return loss, None if H is None else A1.T @ H
+    loss, G = _over_blocks(n, d, b, 4 if mode == "hvp" else 2, block)
+    return loss, None if mode == "loss" else G
 
 
 def rescaled_loss(A1: np.ndarray, A2: np.ndarray, X: np.ndarray, B: np.ndarray, *,
