@@ -990,6 +990,7 @@ def _write_json(path: pathlib.Path, data: Any) -> None:
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         pathlib.Path(tmp).unlink(missing_ok=True)
@@ -1052,6 +1053,10 @@ def save_result(result: dict[str, Any], directory: str | pathlib.Path) -> pathli
         raise TypeError("result must be a dictionary from run_experiment")
     config = Config.from_dict(result["config"])
     path = _confined(directory, config.name)
+    runs = result["runs"]
+    seeds = [r.get("seed") if isinstance(r, dict) else None for r in runs] if isinstance(runs, list) else None
+    if seeds != list(config.seeds):
+        raise ValueError(f"result for {config.name!r}: 'runs' must hold one run per seed {list(config.seeds)}")
     result = {**result, "runs": [{k: v for k, v in r.items() if k != "params"} for r in result["runs"]]}
     bad = _non_finite(result)
     if bad:
