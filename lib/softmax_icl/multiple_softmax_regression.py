@@ -320,25 +320,29 @@ def _blas_single_threaded() -> Iterator[None]:
 
 
 def _over_blocks(n: int, d: int, b: int, n_buffers: int,
-                 block: Callable[[slice, np.ndarray, np.ndarray], float]) -> tuple[float, np.ndarray]:
+                 block: Callable[[slice, list[np.ndarray], np.ndarray], float]) -> tuple[float, np.ndarray]:
     """``(Σ values, Σ G)`` of ``value = block(rows, buffers, G)`` over the blocks of ``b`` rows, where ``block``
     adds its block's share of a ``d×d`` result into ``G``. BLAS runs single-threaded meanwhile; from
     :data:`THREAD_MIN_ENTRIES` entries of ``Z`` on, the blocks are shared out over one thread per CPU core
-    (each with its own ``n_buffers × b × n`` buffers and ``G``), so the elementwise work runs in parallel too."""
+    (each with its own ``n_buffers`` buffers of ``b × n`` and ``G``), so the elementwise work runs in parallel too."""
     starts = list(range(0, n, b))
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     workers = min(cores, len(starts)) if n * n >= THREAD_MIN_ENTRIES else 1
 
-    def run(part: list[int]) -> tuple[list[tuple[int, float]], np.ndarray]:
-        buffers, G = np.empty((n_buffers, b, n)), np.zeros((d, d))
-        return [(i, block(slice(i, min(i + b, n)), buffers, G)) for i in part], G
+    # the buffers are allocated here, not in the threads, and one b × n array each, so that the memory
+    # the allocator keeps from earlier calls (in one arena, in pieces of one size) is reused
+    buffers = [[np.empty((b, n)) for _ in range(n_buffers)] for _ in range(workers)]
+
+    def run(w: int) -> tuple[list[tuple[int, float]], np.ndarray]:
+        G = np.zeros((d, d))
+        return [(i, block(slice(i, min(i + b, n)), buffers[w], G)) for i in starts[w::workers]], G
 
     with _blas_single_threaded():
         if workers == 1:
-            parts = [run(starts)]
+            parts = [run(0)]
         else:
             with ThreadPoolExecutor(workers) as pool:
-                parts = list(pool.map(run, [starts[w::workers] for w in range(workers)]))
+                parts = list(pool.map(run, range(workers)))
     values = sorted(v for part, _ in parts for v in part)
     return float(sum(v for _, v in values)), sum(G for _, G in parts)
 
@@ -350,9 +354,9 @@ def _normalized_stream(A1: np.ndarray, A2: np.ndarray, X: np.ndarray, B: np.ndar
     n, d = A1.shape
     b = _block_size(n, block_rows)
 
-    def block(blk: slice, buffers: np.ndarray, G: np.ndarray) -> float:
+    def block(blk: slice, buffers: list[np.ndarray], G: np.ndarray) -> float:
         k = blk.stop - blk.start
-        rows, F0, C = np.arange(k), buffers[0, :k], buffers[1, :k]
+        rows, F0, C = np.arange(k), buffers[0][:k], buffers[1][:k]
         np.matmul(A1[blk] @ X, A2.T, out=F0)
         lead, _, t = _split_exp(F0, rows)
         fl = 1.0 / (1.0 + t)
@@ -360,7 +364,7 @@ def _normalized_stream(A1: np.ndarray, A2: np.ndarray, X: np.ndarray, B: np.ndar
         F0 *= fl[:, None]
         cl = _normalized_residual(F0, q, lead, rows, B[blk], C)
         if mode == "hvp":
-            T = buffers[2, :k]
+            T = buffers[2][:k]
             np.matmul(A1[blk] @ V, A2.T, out=T)
             G += A1[blk].T @ (_normalized_Q_split(F0, fl, q, lead, rows, C, cl, T) @ A2)
             return 0.0
@@ -541,17 +545,17 @@ def _rescaled_stream(A1: np.ndarray, A2: np.ndarray, X: np.ndarray, B: np.ndarra
     n, d = A1.shape
     b = _block_size(n, block_rows)
 
-    def block(blk: slice, buffers: np.ndarray, G: np.ndarray) -> float:
+    def block(blk: slice, buffers: list[np.ndarray], G: np.ndarray) -> float:
         k = blk.stop - blk.start
-        rows, E0, C, Bb = np.arange(k), buffers[0, :k], buffers[1, :k], B[blk]
+        rows, E0, C, Bb = np.arange(k), buffers[0][:k], buffers[1][:k], B[blk]
         np.matmul(A1[blk] @ X, A2.T, out=E0)
         lead, m, t = _split_exp(E0, rows)
         w = _row_scale(m, what)
         ctl = _rescaled_residual(E0, 1.0, t, lead, rows, Bb, C)
         if mode == "hvp":
-            T = buffers[2, :k]
+            T = buffers[2][:k]
             np.matmul(A1[blk] @ V, A2.T, out=T)
-            M = _rescaled_Q_split(E0, 1.0, lead, rows, Bb, C, ctl, T, buffers[3, :k]) @ A2
+            M = _rescaled_Q_split(E0, 1.0, lead, rows, Bb, C, ctl, T, buffers[3][:k]) @ A2
         else:
             value = 0.5 * float(np.dot(w, _rowdot(C, C) + ctl * ctl))
             if mode == "loss":
