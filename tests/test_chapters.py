@@ -78,6 +78,13 @@ WRONG_FORMS = {
     # the Hessian of the normalized loss without its curvature term K: the Gauss–Newton AᵀJ²A
     "book/softmax_regression": ("sr.normalized_hessian = lambda A, x, b: A.T @ (J := sr.softmax_jacobian_weights("
                                 "sr.softmax_prediction(A, x)).dense()) @ J @ A"),
+    # r̂ = (1/n) Σ y_i x_i normalized by n − 1 instead of n (a sample-covariance habit)
+    "book/sparse_regression": ("sr.empirical_correlation = lambda X, y: "
+                               "np.einsum('tni,tn->ti', X, y) / (X.shape[1] - 1)"),
+    # attention averaged over the n + 1 prompt tokens instead of the n context tokens
+    "book/multihead_experiment": ("attend = tf.attention_layer\n"
+                                  "tf.attention_layer = lambda p, Z, attention='linear', head_mask=None: "
+                                  "attend(p, Z, attention, head_mask) * (Z.shape[0] - 1) / Z.shape[0]"),
 }
 
 

@@ -219,15 +219,40 @@ def test_missing_checkpoint_error_names_the_command(tmp_path: pathlib.Path) -> N
     assert "--only softmax_h4_sigma0.1" in str(err.value)
 
 
-def test_verify_checks_pass_and_a_positional_model_is_caught() -> None:
-    from softmax_icl.verify import multihead_training as vmt
+def repeated_context_gap(predict, attention: str, N: int = 6, d: int = 5) -> float:
+    """Worst relative gap between a context of n tokens repeated N/n times and the n tokens."""
+    full = attention == "softmax"
+    rng = np.random.default_rng(0)
+    worst = 0.0
+    with jax.enable_x64(True):
+        params = tf.init_params(jax.random.PRNGKey(0), d + 1, 16, 3, 4, mlp_width=32,
+                                use_mlp=full, use_layer_norm=full, std=0.5, dtype=jnp.float64)
+        for n in (m for m in range(1, N + 1) if N % m == 0):
+            X, y, xq = (rng.standard_normal(sh) for sh in ((8, n, d), (8, n), (8, d)))
+            short = tf.make_prompt(X, y, xq)
+            long = tf.make_prompt(np.repeat(X, N // n, axis=1), np.repeat(y, N // n, axis=1), xq)
+            got, want = (np.asarray(predict(params, E, attention)) for E in (long, short))
+            worst = max(worst, float(np.max(np.abs(got - want)) / np.max(np.abs(want))))
+    return worst
 
-    assert vmt.check_repeated_context_numeric().value < 1e-10
-    vmt.check_sampler_repeats_distinct_tokens()
+
+@pytest.mark.parametrize("attention", ["softmax", "linear"])
+def test_repeated_context_in_float64_and_a_positional_model_breaks_it(attention: str) -> None:
+    def plain(params, E, attention):
+        return tf.predict(params, E, attention=attention)
 
     def with_positions(params, E, attention):  # a position-dependent model breaks the lemma
         pos = jnp.linspace(0.0, 1.0, E.shape[-2])[:, None]
         return tf.predict(params, E + pos, attention=attention)
 
-    with pytest.raises(AssertionError, match="repeated context"):
-        vmt.check_repeated_context_numeric(predict=with_positions)
+    assert repeated_context_gap(plain, attention) < 1e-10
+    assert repeated_context_gap(with_positions, attention) > 1e-3
+
+
+def test_sampler_repeats_n_distinct_tokens() -> None:
+    n_values = (2, 4, 5, 10, 20)
+    E, _, n = mt.sample_prompts(jax.random.PRNGKey(0), 64, n_values, 6, 2, 0.1)
+    for prompt, n_b in zip(np.asarray(E), np.asarray(n), strict=True):
+        tokens, counts = np.unique(prompt[:-1], axis=0, return_counts=True)
+        assert len(tokens) == n_b and np.all(counts == max(n_values) // n_b)
+    assert set(np.asarray(n).tolist()) == set(n_values)

@@ -53,8 +53,7 @@ class Claim:
 
 
 # One module per chapter under softmax_icl.verify, each with a list CLAIMS.
-CHAPTER_MODULES: tuple[str, ...] = ("notation", "multiple_softmax_regression",
-                                     "sparse_regression", "multihead_training")
+CHAPTER_MODULES: tuple[str, ...] = ("notation", "multiple_softmax_regression")
 
 
 def all_claims() -> list[Claim]:
