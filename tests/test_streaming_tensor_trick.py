@@ -13,10 +13,20 @@ import mpmath as mp
 import numpy as np
 import pytest
 from softmax_icl import multiple_softmax_regression as msr
-from softmax_icl.verify import multiple_softmax_regression as checks
 
 ROOT = Path(__file__).resolve().parents[1]
 LOSSES = ("normalized", "rescaled")
+
+
+def random_instance(n: int, d: int, seed: int = 0, scale: float = 2.0) -> tuple[np.ndarray, ...]:
+    """``A₁, A₂`` standard Gaussian (n×d), ``X`` Gaussian scaled by ``scale/d`` (entries of
+    ``Z = A₁XA₂ᵀ`` of size ≈ ``scale``), ``B`` with Dirichlet(1) rows, ``V`` a unit direction."""
+    rng = np.random.default_rng(seed)
+    A1, A2 = rng.standard_normal((n, d)), rng.standard_normal((n, d))
+    X = rng.standard_normal((d, d)) * scale / d
+    B = rng.dirichlet(np.ones(n), size=n)
+    V = rng.standard_normal((d, d))
+    return A1, A2, X, B, V / np.linalg.norm(V)
 
 
 def functions(loss: str) -> tuple:
@@ -56,7 +66,7 @@ def relative(a: np.ndarray | float, b: np.ndarray | float) -> float:
 @pytest.mark.parametrize("loss", LOSSES)
 def test_every_block_size_gives_the_one_block_result(loss: str) -> None:
     n, d = 50, 5
-    A1, A2, X, B, V = checks.random_instance(n, d, 3)
+    A1, A2, X, B, V = random_instance(n, d, 3)
     value, grad, hvp = functions(loss)
     whole = (value(A1, A2, X, B, block_rows=n), grad(A1, A2, X, B, block_rows=n),
              hvp(A1, A2, X, B, V, block_rows=n))
@@ -72,7 +82,7 @@ def test_every_block_size_gives_the_one_block_result(loss: str) -> None:
 @pytest.mark.parametrize("loss", LOSSES)
 @pytest.mark.parametrize("rows", [1, 7, 32, None])
 def test_streaming_matches_the_dense_closed_forms(loss: str, rows: int | None) -> None:
-    A1, A2, X, B, V = checks.random_instance(200, 6, 1)
+    A1, A2, X, B, V = random_instance(200, 6, 1)
     value, grad, hvp = functions(loss)
     ref = dense(A1, A2, X, B, V, loss)
     got = (value(A1, A2, X, B, block_rows=rows), grad(A1, A2, X, B, block_rows=rows),
@@ -83,7 +93,7 @@ def test_streaming_matches_the_dense_closed_forms(loss: str, rows: int | None) -
 
 @pytest.mark.parametrize("loss", LOSSES)
 def test_streaming_matches_the_explicit_kronecker_route(loss: str) -> None:
-    A1, A2, X, B, V = checks.random_instance(9, 3, 4)
+    A1, A2, X, B, V = random_instance(9, 3, 4)
     value, grad, hvp = functions(loss)
     for rows in (2, 4, 9):
         assert relative(value(A1, A2, X, B, block_rows=rows), msr.kronecker_loss(A1, A2, X, B, loss)) <= 1e-12
@@ -93,7 +103,7 @@ def test_streaming_matches_the_explicit_kronecker_route(loss: str) -> None:
 
 @pytest.mark.parametrize("loss", LOSSES)
 def test_blocks_shared_out_over_threads_give_the_serial_result(loss: str, monkeypatch) -> None:
-    A1, A2, X, B, V = checks.random_instance(600, 4, 2)
+    A1, A2, X, B, V = random_instance(600, 4, 2)
     value, grad, hvp = functions(loss)
     ref = dense(A1, A2, X, B, V, loss)
     results = {}
@@ -120,7 +130,7 @@ def test_the_automatic_block_never_holds_an_n_by_n_buffer() -> None:
                                         (True, TypeError), ("8", TypeError), (np.float64(4), TypeError),
                                         ([4], TypeError)])
 def test_bad_block_sizes_are_refused_by_name(bad: object, error: type) -> None:
-    A1, A2, X, B, V = checks.random_instance(6, 2, 0)
+    A1, A2, X, B, V = random_instance(6, 2, 0)
     for loss in LOSSES:
         value, grad, hvp = functions(loss)
         for call in (lambda: value(A1, A2, X, B, block_rows=bad), lambda: grad(A1, A2, X, B, block_rows=bad),
@@ -130,7 +140,7 @@ def test_bad_block_sizes_are_refused_by_name(bad: object, error: type) -> None:
 
 
 def test_bad_arrays_are_still_refused_before_streaming() -> None:
-    A1, A2, X, B, V = checks.random_instance(6, 2, 0)
+    A1, A2, X, B, V = random_instance(6, 2, 0)
     with pytest.raises(ValueError, match="B"):
         msr.normalized_gradient(A1, A2, X, B[:5], block_rows=2)
     with pytest.raises(ValueError, match="V"):
@@ -141,7 +151,7 @@ def test_bad_arrays_are_still_refused_before_streaming() -> None:
 
 def test_rescaled_overflow_is_reported_in_any_block(monkeypatch) -> None:
     monkeypatch.setattr(msr, "THREAD_MIN_ENTRIES", 0)      # raised inside a worker thread, too
-    A1, A2, X, B, _ = checks.random_instance(20, 3, 0)
+    A1, A2, X, B, _ = random_instance(20, 3, 0)
     Z = msr.logits(A1, A2, X)
     Xbig = X * (800.0 / np.abs(Z).max())
     for rows in (1, 6, None):
