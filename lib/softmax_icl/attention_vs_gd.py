@@ -88,10 +88,10 @@ __all__ = [
     "REFERENCES",
 ]
 
-#: The references the trained layer is compared with: nonlinear GD, linearized GD, the hand-set layer.
+#: The references the trained layer is compared with (nonlinear GD, linearized GD, the hand-set layer).
 REFERENCES = ("gd", "lin", "hand")
-#: The metrics recorded at every evaluation, in this order: the layer's loss, then each of Preds Diff
-#: (normalized), Model Diff (normalized) and Model Cos against each reference.
+#: The metrics recorded at every evaluation, in this order (the layer's loss, then each of Preds Diff
+#: (normalized), Model Diff (normalized) and Model Cos against each reference).
 METRICS = ("loss_sa",) + tuple(f"{m}_{r}" for m in ("preds_diff", "model_diff", "model_cos") for r in REFERENCES)
 
 #: Largest number of float64 entries one array of tasks may hold (about 1.6 GB).

@@ -53,7 +53,7 @@ KRONECKER_MEMORY_LIMIT: int = 2**30
 
 #: With ``block_rows=None`` a block of rows of ``Z`` is sized so that one ``block × n`` float64 buffer
 #: takes about this many bytes (a few such buffers live at once), but never fewer than
-#: :data:`MIN_BLOCK_ROWS` rows.
+#: ``MIN_BLOCK_ROWS`` rows.
 BLOCK_BYTES: int = 2**22
 MIN_BLOCK_ROWS: int = 64
 #: From this many entries of ``Z`` (n²) on, the row blocks run in one thread per CPU core.
@@ -295,7 +295,7 @@ def _normalized_Q(F: np.ndarray, B: np.ndarray, T: np.ndarray) -> np.ndarray:
 
 
 def _block_size(n: int, block_rows: object) -> int:
-    """Rows per block: ``block_rows``, or (``None``) about :data:`BLOCK_BYTES` per ``block × n`` buffer."""
+    """Rows per block: ``block_rows``, or (``None``) about ``BLOCK_BYTES`` per ``block × n`` buffer."""
     if block_rows is None:
         return max(1, min(n, max(MIN_BLOCK_ROWS, BLOCK_BYTES // (8 * n))))
     if isinstance(block_rows, bool) or not isinstance(block_rows, int | np.integer):
