@@ -38,6 +38,8 @@ def _real(value: object, name: str, *, finite: bool = True) -> np.ndarray:
     arr = arr.astype(np.float64)
     if finite and not np.all(np.isfinite(arr)):
         raise ValueError(f"{name} must be finite")
+    if finite and arr.size == 0:
+        raise ValueError(f"{name} must be non-empty, got shape {arr.shape}")
     return arr
 
 
@@ -45,6 +47,12 @@ def _step(h: object, name: str = "h") -> float:
     if isinstance(h, bool) or not isinstance(h, int | float | np.integer | np.floating) or not 0 < h < np.inf:
         raise ValueError(f"{name} must be a finite number > 0, got {h!r}")
     return float(h)
+
+
+def _rtol(rtol: object) -> None:
+    if isinstance(rtol, bool) or not isinstance(rtol, int | float | np.integer | np.floating) \
+            or not 0 <= rtol < np.inf:
+        raise ValueError(f"rtol must be a finite number >= 0, got {rtol!r}")
 
 
 def _function(fun: object, name: str) -> None:
@@ -55,10 +63,10 @@ def _function(fun: object, name: str) -> None:
 def _settings(rng: object, rtol: object, n_directions: object) -> None:
     if not isinstance(rng, np.random.Generator):
         raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
-    if isinstance(rtol, bool) or not isinstance(rtol, int | float | np.integer | np.floating) or not rtol >= 0:
-        raise ValueError(f"rtol must be a number >= 0, got {rtol!r}")
-    if isinstance(n_directions, bool) or not isinstance(n_directions, int | np.integer) or n_directions < 1:
-        raise ValueError(f"n_directions must be a positive integer, got {n_directions!r}")
+    _rtol(rtol)
+    if isinstance(n_directions, bool) or not isinstance(n_directions, int | np.integer) \
+            or not 1 <= n_directions <= 10**4:
+        raise ValueError(f"n_directions must be an integer in [1, 10000], got {n_directions!r}")
 
 
 @dataclass(frozen=True)
@@ -105,8 +113,7 @@ def relative_error(actual: np.ndarray | float, expected: np.ndarray | float) -> 
 def assert_close(actual: np.ndarray | float, expected: np.ndarray | float, *, rtol: float,
                  name: str = "comparison") -> CheckResult:
     """Assert ``relative_error(actual, expected) <= rtol``; the error message names the worst entry."""
-    if isinstance(rtol, bool) or not isinstance(rtol, int | float | np.integer | np.floating) or not rtol >= 0:
-        raise ValueError(f"rtol must be a number >= 0, got {rtol!r}")
+    _rtol(rtol)
     r = relative_error(actual, expected)
     result = CheckResult(name, r.worst_relative_error, r.index, r.actual, r.expected, rtol)
     if not result.passed:

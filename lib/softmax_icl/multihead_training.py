@@ -41,7 +41,7 @@ import optax
 from . import __version__
 from . import sparse_regression as sreg
 from . import transformer as tf
-from ._validate import as_bool, as_nonnegative_float, as_nonnegative_int, as_positive_int, check_size
+from ._validate import as_array, as_bool, as_nonnegative_float, as_nonnegative_int, as_positive_int, check_size
 
 __all__ = [
     "Config",
@@ -273,6 +273,8 @@ def _check_key(key: Any) -> None:
 def init_model(config: Config, key: jax.Array) -> tf.Params:
     """float32 parameters of the configured architecture (``transformer.init_params``).
     Derived in :doc:`/book/multihead_experiment`."""
+    if not isinstance(config, Config):
+        raise TypeError(f"config must be a Config, got {type(config).__name__}")
     return tf.init_params(
         key,
         config.d + 1,
@@ -287,6 +289,8 @@ def init_model(config: Config, key: jax.Array) -> tf.Params:
 
 
 def _schedule(config: Config) -> optax.Schedule:
+    if config.steps < 2:
+        return optax.constant_schedule(config.lr)
     warmup = min(config.warmup, config.steps - 1)
     return optax.warmup_cosine_decay_schedule(
         0.0, config.lr, max(warmup, 1), config.steps, config.lr * 0.05
@@ -572,6 +576,21 @@ def eval_tasks(
     return tasks, rng.standard_normal((n_tasks, d))
 
 
+def _task_queries(tasks: Any, x_query: Any) -> tuple[sreg.Tasks, np.ndarray]:
+    if not isinstance(tasks, sreg.Tasks):
+        raise TypeError(f"tasks must be sparse_regression.Tasks, got {type(tasks).__name__}")
+    T, _, d = tasks.X.shape
+    return tasks, as_array(x_query, "x_query", ndim=2, shape=(T, d))
+
+
+def _check_model(config: Any, params: Any) -> None:
+    if not isinstance(config, Config):
+        raise TypeError(f"config must be a Config, got {type(config).__name__}")
+    d_in, width = tf.check_params(params)
+    if d_in != config.d + 1:
+        raise ValueError(f"params read tokens of width {d_in}, the configuration has d + 1 = {config.d + 1}")
+
+
 def _prompts(tasks: sreg.Tasks, x_query: np.ndarray) -> jax.Array:
     return tf.make_prompt(
         jnp.asarray(tasks.X, DTYPE), jnp.asarray(tasks.y, DTYPE), jnp.asarray(x_query, DTYPE)
@@ -591,6 +610,10 @@ def predict(
 ) -> np.ndarray:
     """The model's prediction of ``⟨w*, x_q⟩`` for each task (float32 throughout), optionally with
     heads switched off by ``head_mask``. Derived in :doc:`/book/multihead_experiment`."""
+    _check_model(config, params)
+    tasks, x_query = _task_queries(tasks, x_query)
+    if head_mask is not None:
+        tf._check_head_mask(params, head_mask)
     mask = None if head_mask is None else [jnp.asarray(m, DTYPE) for m in head_mask]
     out = tf.predict(
         _cast(params), _prompts(tasks, x_query), attention=config.attention, head_mask=mask
@@ -604,7 +627,9 @@ def excess_risk_per_task(
     """``(ŷ_q − ⟨w*, x_q⟩)²`` per task: an unbiased one-query estimate of the excess risk
     ``E_x(ŷ(x) − ⟨w*, x⟩)²`` (for a linear ``ŷ = ⟨ŵ, x⟩`` its mean is ``‖ŵ − w*‖²``).
     Derived in :doc:`/book/multihead_experiment`."""
-    return (np.asarray(prediction) - np.einsum("td,td->t", tasks.w_star, x_query)) ** 2
+    tasks, x_query = _task_queries(tasks, x_query)
+    prediction = as_array(prediction, "prediction", ndim=1, shape=(tasks.X.shape[0],))
+    return (prediction - np.einsum("td,td->t", tasks.w_star, x_query)) ** 2
 
 
 def evaluate(
@@ -618,8 +643,11 @@ def evaluate(
     """Per-task excess risks (T,) on held-out tasks drawn from ``default_rng([seed, n])``; the
     defaults (``eval_n``, ``eval_tasks``, ``eval_seed``) give the metric recorded with a checkpoint.
     Derived in :doc:`/book/multihead_experiment`."""
+    _check_model(config, params)
     n = config.eval_n if n is None else as_positive_int(n, "n")
     T = config.eval_tasks if n_tasks is None else as_positive_int(n_tasks, "n_tasks")
+    if seed is not None:
+        as_nonnegative_int(seed, "seed")
     rng = np.random.default_rng([config.eval_seed if seed is None else seed, n])
     tasks, xq = eval_tasks(T, n, config.d, config.s, config.sigma, rng)
     return excess_risk_per_task(predict(config, params, tasks, xq, head_mask), tasks, xq)
@@ -647,6 +675,10 @@ def query_states(
     """The query token's residual stream after the read-in and after each layer: (T, L+1, width),
     composed from :func:`softmax_icl.transformer.block`.
     Derived in :doc:`/book/multihead_experiment`."""
+    _check_model(config, params)
+    tasks, x_query = _task_queries(tasks, x_query)
+    if head_mask is not None:
+        tf._check_head_mask(params, head_mask)
     mask = None if head_mask is None else [jnp.asarray(m, DTYPE) for m in head_mask]
     return np.asarray(
         _hidden_batch(_cast(params), _prompts(tasks, x_query), config.attention, mask),
@@ -662,6 +694,8 @@ def head_masks(
     """Per-layer 0/1 vectors: all ones, or (``keep``) only the listed heads of the listed layers
     (other layers untouched), with head ``drop = (layer, head)`` switched off.
     Derived in :doc:`/book/multihead_experiment`."""
+    if not isinstance(config, Config):
+        raise TypeError(f"config must be a Config, got {type(config).__name__}")
     L, h = config.n_layers, config.n_heads
 
     def index(value: Any, size: int, what: str) -> int:
@@ -692,6 +726,10 @@ def head_importance(
     Returns ``(importance (L, h), standard error (L, h), full-model risks (T,))``; the standard
     error
     is that of the paired per-task differences. Derived in :doc:`/book/multihead_experiment`."""
+    _check_model(config, params)
+    tasks, x_query = _task_queries(tasks, x_query)
+    if tasks.X.shape[0] < 2:
+        raise ValueError("tasks must hold at least 2 tasks (for a standard error)")
     base = excess_risk_per_task(predict(config, params, tasks, x_query), tasks, x_query)
     imp = np.empty((config.n_layers, config.n_heads))
     se = np.empty_like(imp)
@@ -710,9 +748,7 @@ def head_importance(
 def pruning_mask(importance: np.ndarray) -> list[np.ndarray]:
     """Keep every head of layer 1 and, in each later layer, only its most important head.
     Derived in :doc:`/book/multihead_experiment`."""
-    imp = np.asarray(importance, dtype=float)
-    if imp.ndim != 2:
-        raise ValueError(f"importance must be (layers, heads), got shape {imp.shape}")
+    imp = as_array(importance, "importance", ndim=2)
     masks = [np.ones(imp.shape[1])]
     for row in imp[1:]:
         m = np.zeros(imp.shape[1])
@@ -725,10 +761,11 @@ def fit_probe(features: np.ndarray, target: np.ndarray, lam: float = 1e-3) -> np
     """Linear probe ``target ≈ Fβ + b``: ridge (penalty ``λ‖β‖²``, mean loss) on standardized
     features (T, p); returns ``[β; b]`` (p + 1,) in the original units.
     Derived in :doc:`/book/multihead_experiment`."""
-    F = np.asarray(features, dtype=float)
-    t = np.asarray(target, dtype=float)
-    if F.ndim != 2 or t.shape != (F.shape[0],):
-        raise ValueError(f"need features (T, p) and target (T,), got {F.shape} and {t.shape}")
+    F = as_array(features, "features", ndim=2)
+    t = as_array(target, "target", ndim=1, shape=(F.shape[0],))
+    lam = as_nonnegative_float(lam, "lam")
+    if lam == 0 and F.shape[0] <= F.shape[1]:
+        raise ValueError(f"lam = 0 needs more samples than features, got features of shape {F.shape}")
     mu, sd = F.mean(axis=0), F.std(axis=0) + 1e-8
     Fs = (F - mu) / sd
     T, p = Fs.shape
@@ -747,6 +784,11 @@ def probe_risks(
     """Per-layer linear probes of the query's hidden state for ``⟨w*, x_q⟩``: fit on the training
     states (T, L+1, width), return the held-out squared errors (L+1, T_test).
     Derived in :doc:`/book/multihead_experiment`."""
+    states_train = as_array(states_train, "states_train", ndim=3)
+    _, L, width = states_train.shape
+    target_train = as_array(target_train, "target_train", ndim=1, shape=(states_train.shape[0],))
+    states_test = as_array(states_test, "states_test", ndim=3, shape=(None, L, width))
+    target_test = as_array(target_test, "target_test", ndim=1, shape=(states_test.shape[0],))
     out = []
     for l in range(states_train.shape[1]):
         coef = fit_probe(states_train[:, l], target_train, lam)
@@ -767,7 +809,14 @@ def risk_by_steps(
     (:func:`softmax_icl.sparse_regression.tune_gd` / ``tune_pto``): the yardstick of the layer-wise
     probes. Derived in :doc:`/book/multihead_experiment`."""
     K_max = as_positive_int(K_max, "K_max")
-    if method not in ("GD", "PtO"):
+    for name, t in (("train", train), ("test", test)):
+        if not isinstance(t, sreg.Tasks):
+            raise TypeError(f"{name} must be sparse_regression.Tasks, got {type(t).__name__}")
+    if train.X.shape[2] != test.X.shape[2]:
+        raise ValueError(f"train and test tasks have dimensions {train.X.shape[2]} and {test.X.shape[2]}")
+    if not isinstance(normalize, str) or normalize not in ("none", "l2"):
+        raise ValueError(f"normalize must be 'none' or 'l2', got {normalize!r}")
+    if not isinstance(method, str) or method not in ("GD", "PtO"):
         raise ValueError(f"method must be 'GD' or 'PtO', got {method!r}")
 
     def run(eta: float, k: int) -> np.ndarray:

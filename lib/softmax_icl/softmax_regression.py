@@ -53,8 +53,12 @@ def _as_weight_array(value: object, name: str, ndim: int, shape: tuple[int | Non
     if arr.ndim != ndim or any(w is not None and g != w for g, w in zip(arr.shape, shape, strict=True)) \
             or arr.size == 0:
         raise ValueError(f"{name} must be a non-empty {ndim}-D array of shape {shape}, got shape {arr.shape}")
-    if not all(isinstance(e, sp.Expr) or (isinstance(e, int | float) and not isinstance(e, bool)) for e in arr.flat):
-        raise TypeError(f"{name} has dtype object: its entries must be SymPy expressions or real numbers")
+    entries = list(arr.flat)
+    symbolic = any(isinstance(e, sp.Expr) and not e.is_number for e in entries)
+    if not symbolic or not all(isinstance(e, sp.Expr) or (isinstance(e, int | float) and not isinstance(e, bool))
+                               for e in entries):
+        raise TypeError(f"{name} has dtype object: that is for SymPy expressions (symbolic checks); numbers "
+                        f"must come as a float64 array")
     return arr
 
 
@@ -162,6 +166,8 @@ class DiagonalPlusLowRank:
 
     def dense(self, max_size: int = 5000) -> np.ndarray:
         """The explicit ``n×n`` matrix: a reference for tests, refused above ``max_size``."""
+        if isinstance(max_size, bool) or not isinstance(max_size, int | np.integer) or max_size < 1:
+            raise ValueError(f"max_size must be a positive integer, got {max_size!r}")
         if self.size > max_size:
             raise ValueError(f"refusing to form a dense {self.size}×{self.size} weight matrix (max_size={max_size})")
         M = np.diag(self.diagonal) + self.factors @ self.core @ self.factors.T

@@ -96,6 +96,27 @@ def _finite_or_traced(x: Any) -> bool:
         return True
 
 
+def _stream(x: Any, name: str, shape: tuple[int | None, ...] | None = None) -> jax.Array:
+    """A floating JAX array (lists and NumPy arrays converted), of ``shape`` if given, finite where concrete."""
+    if not hasattr(x, "dtype"):
+        try:
+            x = np.asarray(x)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"{name} must be a real array; could not convert it ({exc})") from exc
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise TypeError(f"{name} must be a floating-point array, got dtype {x.dtype}")
+    x = jnp.asarray(x)
+    if x.ndim < 1 or x.size == 0:
+        raise ValueError(f"{name} must be a non-empty array, got shape {tuple(x.shape)}")
+    if shape is not None and (x.ndim != len(shape) or any(w is not None and g != w
+                                                          for g, w in zip(x.shape, shape, strict=True))):
+        raise ValueError(f"{name} must have shape {tuple('any' if w is None else w for w in shape)}, "
+                         f"got {tuple(x.shape)}")
+    if not _finite_or_traced(x):
+        raise ValueError(f"{name} must be finite")
+    return x
+
+
 def _check_attention(kind: str) -> None:
     if kind not in ("linear", "softmax"):
         raise ValueError(f"attention must be 'linear' or 'softmax', got {kind!r}")
@@ -213,6 +234,11 @@ def layer_norm(Z: jax.Array, scale: jax.Array, bias: jax.Array, eps: float = LN_
 
     Derived in :doc:`/book/sparse_regression`.
     """
+    Z = _stream(Z, "Z")
+    D = Z.shape[-1]
+    scale, bias = _stream(scale, "scale", (D,)), _stream(bias, "bias", (D,))
+    if isinstance(eps, bool) or not isinstance(eps, int | float) or not 0 < eps < np.inf:
+        raise ValueError(f"eps must be a finite number > 0, got {eps!r}")
     mu = jnp.mean(Z, axis=-1, keepdims=True)
     var = jnp.mean((Z - mu) ** 2, axis=-1, keepdims=True)
     return (Z - mu) / jnp.sqrt(var + eps) * scale + bias
@@ -227,6 +253,22 @@ def attention_layer(
     Derived in :doc:`/book/sparse_regression`.
     """
     _check_attention(attention)
+    if not isinstance(p, dict) or any(k not in p for k in ("W_Q", "W_K", "W_V", "W_O")):
+        raise ValueError("p must be a dict with the attention weights W_Q, W_K, W_V, W_O")
+    for key in ("W_Q", "W_K", "W_V", "W_O"):
+        _check_float(p[key], key, 3)
+    h, D, k = p["W_Q"].shape
+    v_dim = p["W_V"].shape[2]
+    for key, shape in {"W_K": (h, D, k), "W_V": (h, D, v_dim), "W_O": (h, v_dim, D)}.items():
+        if tuple(p[key].shape) != shape:
+            raise ValueError(f"{key} must have shape {shape}, got {tuple(p[key].shape)}")
+    Z = _stream(Z, "Z", (None, D))
+    if Z.shape[0] < 2:
+        raise ValueError(f"Z needs at least one context token and the query, got shape {tuple(Z.shape)}")
+    if head_mask is not None:
+        mask_shape = tuple(jnp.shape(head_mask))
+        if mask_shape != (h,):
+            raise ValueError(f"head_mask must have shape ({h},), got {mask_shape}")
     ctx = Z[:-1]
     n = ctx.shape[0]
     q = jnp.einsum("tD,hDk->htk", Z, p["W_Q"])
@@ -248,6 +290,15 @@ def mlp(p: Params, Z: jax.Array) -> jax.Array:
 
     Derived in :doc:`/book/sparse_regression`.
     """
+    if not isinstance(p, dict) or any(k not in p for k in ("W1", "b1", "W2", "b2")):
+        raise ValueError("p must be a dict with the MLP weights W1, b1, W2, b2")
+    for key, nd in (("W1", 2), ("b1", 1), ("W2", 2), ("b2", 1)):
+        _check_float(p[key], key, nd)
+    D, F = p["W1"].shape
+    for key, shape in {"b1": (F,), "W2": (F, D), "b2": (D,)}.items():
+        if tuple(p[key].shape) != shape:
+            raise ValueError(f"{key} must have shape {shape}, got {tuple(p[key].shape)}")
+    Z = _stream(Z, "Z", (None, D))
     return jax.nn.gelu(Z @ p["W1"] + p["b1"]) @ p["W2"] + p["b2"]
 
 
@@ -258,6 +309,9 @@ def block(
 
     Derived in :doc:`/book/sparse_regression`.
     """
+    if not isinstance(p, dict) or "attn" not in p:
+        raise ValueError("p must be a layer: a dict with 'attn' (and optionally 'ln1', 'mlp', 'ln2')")
+    Z = _stream(Z, "Z")
     H = layer_norm(Z, **p["ln1"]) if "ln1" in p else Z
     Z = Z + attention_layer(p["attn"], H, attention, head_mask)
     if "mlp" in p:
@@ -297,6 +351,13 @@ def _predict_batch(params, E, head_mask, attention):
 def _prepare(params: Params, E: Any, attention: str, head_mask: Sequence[Any] | None):
     _check_attention(attention)
     D_in, _ = check_params(params)
+    if not hasattr(E, "dtype"):
+        try:
+            E = np.asarray(E)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"E must be a real array; could not convert it ({exc})") from exc
+    if not jnp.issubdtype(E.dtype, jnp.floating):
+        raise TypeError(f"E must be a floating-point array, got dtype {E.dtype}")
     E = jnp.asarray(E) if isinstance(E, np.ndarray) else E
     if getattr(E, "ndim", None) not in (2, 3):
         raise ValueError(
@@ -362,11 +423,18 @@ def make_prompt(X: Any, y: Any, x_query: Any) -> jax.Array:
     """
     arrays = []
     for a, name in ((X, "X"), (y, "y"), (x_query, "x_query")):
-        dtype = getattr(a, "dtype", None) if hasattr(a, "dtype") else np.asarray(a).dtype
-        if not np.issubdtype(np.dtype(dtype), np.floating):
-            raise TypeError(f"{name} must be a floating-point array, got dtype {dtype}")
+        if not hasattr(a, "dtype"):
+            try:
+                a = np.asarray(a)
+            except (ValueError, TypeError) as exc:
+                raise ValueError(f"{name} must be a real array; could not convert it ({exc})") from exc
+        if not jnp.issubdtype(a.dtype, jnp.floating):
+            raise TypeError(f"{name} must be a floating-point array, got dtype {a.dtype}")
         arrays.append(jnp.asarray(a))
     X, y, xq = arrays
+    for a, name in ((X, "X"), (y, "y"), (xq, "x_query")):
+        if a.size == 0 or not _finite_or_traced(a):
+            raise ValueError(f"{name} must be non-empty and finite")
     if X.ndim < 2 or y.shape != X.shape[:-1] or xq.shape != X.shape[:-2] + X.shape[-1:]:
         raise ValueError(
             f"need X (..., n, d), y (..., n), x_query (..., d); got "
@@ -671,6 +739,7 @@ def fit_preprocess_heads(
     if not isinstance(rng, np.random.Generator):
         raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
     n_iter, restarts = as_positive_int(n_iter, "n_iter"), as_positive_int(restarts, "restarts")
+    check_size(n_iter * restarts, 10**6, "the alternating least-squares iterations (n_iter × restarts)")
     ridge = as_nonnegative_float(ridge, "ridge")
     T, n, d = X.shape
     check_size(T * d * h * (d + 1) * d, MAX_ELEMENTS, "the least-squares system")
