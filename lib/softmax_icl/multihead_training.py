@@ -748,6 +748,12 @@ def head_importance(
 def pruning_mask(importance: np.ndarray) -> list[np.ndarray]:
     """Keep every head of layer 1 and, in each later layer, only its most important head.
     Derived in :doc:`/book/multihead_experiment`."""
+    try:
+        shape = np.shape(importance)
+    except ValueError as exc:
+        raise ValueError(f"importance must be a (layers, heads) array ({exc})") from exc
+    if len(shape) != 2:
+        raise ValueError(f"importance must be (layers, heads), got shape {shape}")
     imp = as_array(importance, "importance", ndim=2)
     masks = [np.ones(imp.shape[1])]
     for row in imp[1:]:
