@@ -552,7 +552,8 @@ def build_specs() -> list[Spec]:
         attention=attention)
     specs.append(Spec("transformer.init_params", lambda **k: tf.init_params(**k), {
         "key": key, "d_in": integer(1, 3), "width": integer(1, 8), "n_layers": integer(0, 2),
-        "n_heads": integer(1, 2), "mlp_width": _no("None")(integer(1, 8, huge_ok=True)), "use_mlp": flag(), "use_layer_norm": flag(),
+        "n_heads": integer(1, 2), "mlp_width": _no("None")(integer(1, 8, huge_ok=True)), "use_mlp": flag(),
+        "use_layer_norm": flag(),
         "std": real(0.0, 0.1)}, {}))
     add("transformer.linear_head_params", tf.linear_head_params, {"h": (1, 3), "D": (1, 4)},
         W_PV=_no("bool")(arr("h", "D", "D", ints_ok=True)), W_KQ=_no("bool")(arr("h", "D", "D", ints_ok=True)))

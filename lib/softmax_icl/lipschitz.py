@@ -141,7 +141,8 @@ def softmax_jacobian_norm(p: np.ndarray, max_size: int = 4000) -> float:
 
 
 def lipschitz_constant(R: float) -> float:
-    """``R/2``: the Lipschitz constant of ``x ↦ softmax(Ax)`` for ``‖A‖₂ ≤ R`` and of ``A ↦ softmax(Ax)`` for ``‖x‖ ≤ R``.
+    """``R/2``: the Lipschitz constant of ``x ↦ softmax(Ax)`` for ``‖A‖₂ ≤ R`` and of ``A ↦ softmax(Ax)``
+    for ``‖x‖ ≤ R``.
 
     Derived in :doc:`/book/lipschitz`.
     """
@@ -220,7 +221,8 @@ def weight_shift_target(
 def data_shift_target(
     A_t: np.ndarray, A_next: np.ndarray, x: np.ndarray, b: np.ndarray
 ) -> np.ndarray:
-    """``b̃ = b − (f_{A_{t+1}}(x) − f_{A_t}(x))``: then ``L(A_{t+1}; b) = L(A_t; b̃)`` and ``‖b̃ − b‖ ≤ (‖x‖/2)‖A_{t+1} − A_t‖₂``.
+    """``b̃ = b − (f_{A_{t+1}}(x) − f_{A_t}(x))``: then ``L(A_{t+1}; b) = L(A_t; b̃)`` and
+    ``‖b̃ − b‖ ≤ (‖x‖/2)‖A_{t+1} − A_t‖₂``.
 
     Derived in :doc:`/book/lipschitz`.
     """
@@ -275,7 +277,8 @@ def attention_layer(X: np.ndarray, W: np.ndarray, W_V: np.ndarray) -> np.ndarray
 
 
 def attention_as_regression_weights(X: np.ndarray, W: np.ndarray) -> np.ndarray:
-    """``X W`` (n×d): row ``j`` is ``x_jᵀ`` with ``x_j = Wᵀ X_{j,*}ᵀ``, and row ``j`` of ``softmax_row(X W Xᵀ)`` is ``softmax(X x_j)``.
+    """``X W`` (n×d): row ``j`` is ``x_jᵀ`` with ``x_j = Wᵀ X_{j,*}ᵀ``, and row ``j`` of ``softmax_row(X W Xᵀ)``
+    is ``softmax(X x_j)``.
 
     Derived in :doc:`/book/lipschitz`.
     """
@@ -285,7 +288,8 @@ def attention_as_regression_weights(X: np.ndarray, W: np.ndarray) -> np.ndarray:
 
 
 def attention_step_row_bound(X: np.ndarray, W_V: np.ndarray) -> float:
-    """``max_k ‖(X W_V)_{k,*}‖``: every row of ``A_{t+1} − A_t`` has at most this norm, so ``‖A_{t+1} − A_t‖_F ≤ √n`` times it.
+    """``max_k ‖(X W_V)_{k,*}‖``: every row of ``A_{t+1} − A_t`` has at most this norm, so
+    ``‖A_{t+1} − A_t‖_F ≤ √n`` times it.
 
     Derived in :doc:`/book/lipschitz`.
     """
