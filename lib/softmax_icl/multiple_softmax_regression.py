@@ -230,12 +230,6 @@ def _jacobian_split(F0: np.ndarray, fl: np.ndarray, q: np.ndarray, lead: np.ndar
     return fl * (tl * q - tail)
 
 
-def _jacobian_rows(F: np.ndarray, T: np.ndarray) -> np.ndarray:
-    """Row ``j``: ``J_j t_j = f_j∘t_j − ⟨f_j, t_j⟩ f_j`` (the softmax Jacobian of every row at once)."""
-    F0, fl, q, lead, rows = _split_rows(F)
-    out = np.array(T, dtype=np.result_type(F, T), copy=True)
-    out[rows, lead] = _jacobian_split(F0, fl, q, lead, rows, out)
-    return out
 
 
 # ---- the normalized loss: P = F∘C − diag(rowsum(F∘C)) F ---------------------------------------------
@@ -277,11 +271,6 @@ def _normalized_Q_split(F0: np.ndarray, fl: np.ndarray, q: np.ndarray, lead: np.
     return C
 
 
-def _normalized_P(F: np.ndarray, C: np.ndarray) -> np.ndarray:
-    """``P = F∘C − diag(rowsum(F∘C)) F``: row ``j`` is ``J_j c_j``."""
-    F0, fl, q, lead, rows = _split_rows(F)
-    C = np.array(C, dtype=np.result_type(F, C), copy=True)
-    return _normalized_P_split(F0, fl, q, lead, rows, C, C[rows, lead].copy())
 
 
 def _normalized_Q(F: np.ndarray, B: np.ndarray, T: np.ndarray) -> np.ndarray:
@@ -513,10 +502,6 @@ def _split_rescaled(E: np.ndarray, Ct: np.ndarray) -> tuple[np.ndarray, ...]:
     return E0, el, lead, rows, C, ctl
 
 
-def _rescaled_P(E: np.ndarray, Ct: np.ndarray, B: np.ndarray) -> np.ndarray:
-    """Unscaled ``P₂``: ``E∘C̃ − diag(rowsum(B∘C̃)) E``."""
-    E0, el, lead, rows, C, ctl = _split_rescaled(E, Ct)
-    return _rescaled_P_split(E0, el, lead, rows, B, C, ctl)
 
 
 def _rescaled_Q(E: np.ndarray, Ct: np.ndarray, B: np.ndarray, T: np.ndarray) -> np.ndarray:
