@@ -57,7 +57,8 @@ class Evidence:
         return f"{self.value:.1e}"
 
     def __str__(self) -> str:
-        return f"{self.label:<24} {self.kind:<9} {self.figure:>8}  {self.detail}"
+        # Printed next to its statement, so the label is implied; at most 77 characters.
+        return f"✓ {self.kind:<8} {self.figure:>8}  {self.detail}"
 
 
 def _glue_key(prefix: str, label: str, kind: str = "") -> str:
