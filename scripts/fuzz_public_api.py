@@ -458,7 +458,7 @@ def build_specs() -> list[Spec]:
         w_hat=_no("extra axis", "missing axis")(arr("T", "d")), w_star=_no("missing axis")(arr("T", "d")))
     for f in ("gram", "empirical_correlation", "min_norm_least_squares"):
         add(f"sparse_regression.{f}", getattr(sreg, f), tnd, X=X3, y=y2)
-    add("sparse_regression.ridge", sreg.ridge, tnd, X=X3, y=y2, lam=real(0.0, 1.0))
+    add("sparse_regression.ridge", sreg.ridge, tnd, X=X3, y=y2, lam=_no("list")(real(0.0, 1.0)))
     K = integer(0, 20)
     add("sparse_regression.gradient_descent", sreg.gradient_descent, tnd, X=X3, y=y2, eta=real(0.0, 0.1), K=K)
     add("sparse_regression.preconditioned_gradient_descent", sreg.preconditioned_gradient_descent, tnd, X=X3,
@@ -467,7 +467,7 @@ def build_specs() -> list[Spec]:
     add("sparse_regression.preprocess_then_optimize", sreg.preprocess_then_optimize, tn2, X=X3, y=y2,
         eta=real(0.0, 0.1), K=K, normalize=choice("none", "l2"), split=flag())
     tol = real(1e-10, 1e-6, bound=1e-15)
-    sweeps = integer(20000, 30000)
+    sweeps = integer(20000, 30000, huge_ok=True)
     sweeps.bad["below range"] = lambda r, D, x: 0
     add("sparse_regression.lasso", sreg.lasso, tnd, X=X3, y=y2, lam=real(0.01, 1.0, bound=0.0), tol=tol,
         max_sweeps=sweeps)
@@ -493,7 +493,7 @@ def build_specs() -> list[Spec]:
                      integer=lambda r, D, x: [3])
     specs.append(Spec("sparse_regression.compare_estimators",
                       lambda **k: sreg.compare_estimators(**k), {
-                          "n": integer(2, 4), "sigma": real(0.0, 0.5), "rng": generator(), "d": dim("d"),
+                          "n": integer(1, 4), "sigma": real(0.0, 0.5), "rng": generator(), "d": dim("d"),
                           "s": integer(1, "d"), "n_train": integer(1, 3), "n_test": integer(1, 3),
                           "K_max": integer(1, 2), "pto_variants": variants, "lasso_tol": real(1e-8, 1e-6, bound=1e-15)},
                       {"d": (1, 3)}))
@@ -799,7 +799,7 @@ def _multihead_specs(specs: list[Spec], mt: Any, sreg: Any, jax: Any) -> None:
     specs.append(Spec("multihead_training.excess_risk_per_task", mt.excess_risk_per_task, {
         "prediction": arr("T"), "tasks": tasks, "x_query": xq}, td))
     specs.append(Spec("multihead_training.evaluate", mt.evaluate, {**cfg_model, "n": _no("None")(integer(1, 4)),
-                      "n_tasks": _no("None")(integer(2, 4)), "seed": _no("None")(integer(0, 100, huge_ok=True)),
+                      "n_tasks": _no("None")(integer(1, 4)), "seed": _no("None")(integer(0, 100, huge_ok=True)),
                       "head_mask": hmask}, {}))
     specs.append(Spec("multihead_training.query_states", mt.query_states, {**cfg_model, "tasks": tasks,
                       "x_query": xq, "head_mask": hmask}, td))

@@ -142,6 +142,7 @@ class Config:
             raise ValueError(f"width ({self.width}) must be divisible by n_heads ({self.n_heads})")
         object.__setattr__(self, "n_values", n_values)
         check_size(_parameter_count(self), MAX_PARAMETERS, "the model's parameters")
+        check_size(self.width * self.mlp_width, MAX_PARAMETERS, "an MLP of this width (even if unused)")
         check_size(self.batch * (max(n_values) + 1) * (self.d + 1), MAX_PROMPT_ELEMENTS, "a batch of prompts")
         check_size(self.eval_tasks * (self.eval_n + 1) * (self.d + 1), MAX_PROMPT_ELEMENTS,
                    "the evaluation prompts")

@@ -133,11 +133,12 @@ def _ndim(value: object, name: str) -> int:
 def excess_risk(w_hat: object, w_star: object) -> np.ndarray:
     """``‖ŵ − w*‖²`` along the last axis: the excess risk under ``x ~ N(0, I_d)``.
     Derived in :doc:`/book/sparse_regression`."""
-    w_star = np.asarray(w_star)
     w_hat = as_array(w_hat, "w_hat", ndim=max(_ndim(w_hat, "w_hat"), 1))
     w_star = as_array(w_star, "w_star", ndim=max(_ndim(w_star, "w_star"), 1))
     if w_hat.shape[-1] != w_star.shape[-1]:
         raise ValueError(f"w_hat has dimension {w_hat.shape[-1]} but w_star has {w_star.shape[-1]}")
+    if w_star.ndim >= 2 and w_hat.ndim >= 2 and w_hat.shape[-2] != w_star.shape[-2]:
+        raise ValueError(f"w_hat has {w_hat.shape[-2]} tasks but w_star has {w_star.shape[-2]}")
     return np.sum((w_hat - w_star) ** 2, axis=-1)
 
 

@@ -484,6 +484,7 @@ def init_params(
             raise ValueError(f"n_heads must give one head count per layer ({n_layers}), got {len(heads)}")
     else:
         raise TypeError(f"n_heads must be a positive integer or one per layer, got {n_heads!r}")
+    check_size(max(heads, default=1), 2**16, "the heads of one layer")
     d_head = None if d_head is None else as_positive_int(d_head, "d_head")
     mlp_width = None if mlp_width is None else as_positive_int(mlp_width, "mlp_width")
     use_mlp, use_layer_norm = as_bool(use_mlp, "use_mlp"), as_bool(use_layer_norm, "use_layer_norm")
