@@ -477,7 +477,8 @@ def init_params(
     n_layers = as_nonnegative_int(n_layers, "n_layers")
     check_size(n_layers, 10**4, "the list of layers")
     if isinstance(n_heads, int | np.integer) and not isinstance(n_heads, bool):
-        heads = [as_positive_int(n_heads, "n_heads")] * n_layers
+        check_size(as_positive_int(n_heads, "n_heads"), 2**16, "the heads of one layer")
+        heads = [int(n_heads)] * n_layers
     elif isinstance(n_heads, Sequence) and not isinstance(n_heads, str | bytes):
         heads = [as_positive_int(h, "n_heads entry") for h in n_heads]
         if len(heads) != n_layers:
