@@ -455,7 +455,7 @@ def build_specs() -> list[Spec]:
                        "sigma": real(0.0, 1.0), "rng": generator()}, tnd))
     add("sparse_regression.Tasks", sreg.Tasks, tnd, X=X3, y=y2, w_star=wt, sigma=real(0.0, 1.0))
     add("sparse_regression.excess_risk", sreg.excess_risk, tnd,
-        w_hat=_no("extra axis", "missing axis")(arr("T", "d")), w_star=_no("missing axis")(arr("T", "d")))
+        w_hat=_no("extra axis", "missing axis")(arr("T", "d")), w_star=_no("missing axis", "extra axis")(arr("T", "d")))
     for f in ("gram", "empirical_correlation", "min_norm_least_squares"):
         add(f"sparse_regression.{f}", getattr(sreg, f), tnd, X=X3, y=y2)
     add("sparse_regression.ridge", sreg.ridge, tnd, X=X3, y=y2, lam=_no("list")(real(0.0, 1.0)))

@@ -134,7 +134,7 @@ def excess_risk(w_hat: object, w_star: object) -> np.ndarray:
     """``‖ŵ − w*‖²`` along the last axis: the excess risk under ``x ~ N(0, I_d)``.
     Derived in :doc:`/book/sparse_regression`."""
     w_hat = as_array(w_hat, "w_hat", ndim=max(_ndim(w_hat, "w_hat"), 1))
-    w_star = as_array(w_star, "w_star", ndim=min(max(_ndim(w_star, "w_star"), 1), 2))
+    w_star = as_array(w_star, "w_star", ndim=max(_ndim(w_star, "w_star"), 1))
     if w_hat.shape[-1] != w_star.shape[-1]:
         raise ValueError(f"w_hat has dimension {w_hat.shape[-1]} but w_star has {w_star.shape[-1]}")
     if w_star.ndim >= 2 and w_hat.ndim >= 2 and w_hat.shape[-2] != w_star.shape[-2]:
