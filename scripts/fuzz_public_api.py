@@ -1036,14 +1036,14 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=1000, help="cases per function")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per case before it counts as a hang")
-    parser.add_argument("--only", nargs="+", default=None, help="substrings of function names to fuzz")
+    parser.add_argument("--only", nargs="+", default=None, help="prefixes of the function names to fuzz")
     parser.add_argument("--jobs", type=int, default=1, help="worker processes running side by side")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         worker([tuple(p) for p in json.loads(args.worker)], args.seed, args.cases)
         return
-    names = [s.name for s in build_specs() if not args.only or any(p in s.name for p in args.only)]
+    names = [s.name for s in build_specs() if not args.only or any(s.name.startswith(p) for p in args.only)]
     t0 = time.perf_counter()
     from concurrent.futures import ThreadPoolExecutor
 
