@@ -39,7 +39,8 @@ def test_every_toc_entry_exists(root: pathlib.Path) -> None:
 
 
 def test_every_notebook_is_in_the_toc(root: pathlib.Path) -> None:
-    on_disk = {str(p.relative_to(root)) for p in (root / "book").rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts}
+    on_disk = {str(p.relative_to(root)) for p in (root / "book").rglob("*.ipynb")
+               if ".ipynb_checkpoints" not in p.parts}
     listed = toc_notebooks(root)
     assert on_disk - listed == set(), f"notebooks not in _toc.yml (never built or tested): {sorted(on_disk - listed)}"
     assert listed, "the table of contents lists no notebook"

@@ -332,3 +332,23 @@ def test_solvers_reach_a_realizable_minimum() -> None:
     step = 1.0 / np.linalg.eigvalsh(msr.normalized_hessian(A1, A2, Xstar, B))[-1]
     gd = msr.gradient_descent(A1, A2, B, X0, step=step, iterations=50)
     assert gd.losses.shape == (51,) and np.all(np.diff(gd.losses) <= 0) and gd.losses[-1] < 1e-3 * gd.losses[0]
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda a1, a2, b, x: msr.gradient_descent(a1, a2, b, x, 0.1, 10**7), "iterations must be at most"),
+        (lambda a1, a2, b, x: msr.newton_cg(a1, a2, b, x, 10**12), "iterations must be at most"),
+        (lambda a1, a2, b, x: msr.gradient_descent(a1, a2, b, np.full_like(x, np.nan), 0.1, 3), "X0 must be finite"),
+        (lambda a1, a2, b, x: msr.newton_cg(a1, a2, b, np.full_like(x, np.nan), 3), "X0 must be finite"),
+        (lambda a1, a2, b, x: msr.equivalent_target(a1, a2, x, b, X_new=np.full_like(x, np.nan)),
+         "X_new must be finite"),
+        (lambda a1, a2, b, x: msr.equivalent_target(a1, a2, x, b, A1_new=np.ones((3, 2))), "A1_new must have shape"),
+    ],
+)
+def test_solvers_and_targets_name_the_bad_argument(call, message) -> None:
+    rng = np.random.default_rng(0)
+    A1, A2 = rng.standard_normal((5, 2)), rng.standard_normal((5, 2))
+    B = rng.dirichlet(np.ones(5), size=5)
+    with pytest.raises(ValueError, match=message):
+        call(A1, A2, B, np.zeros((2, 2)))

@@ -383,7 +383,8 @@ def test_normalized_functions_are_finite_at_extreme_logits(low, high) -> None:
                   sr.regularized_hessian(A, x, b, np.ones(300)), sr.log_rescaled_loss(A, x, b),
                   sr.softmax_prediction_hessian(A, x)):
         assert np.all(np.isfinite(value))
-    np.testing.assert_allclose(sr.normalized_hessian(A, x, b) @ v, sr.normalized_hvp(A, x, b, v), rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(sr.normalized_hessian(A, x, b) @ v, sr.normalized_hvp(A, x, b, v),
+                               rtol=1e-10, atol=1e-14)
 
 
 def test_rescaled_loss_overflow_is_an_error_not_inf() -> None:
@@ -445,7 +446,8 @@ def test_gradients_match_finite_differences(problem) -> None:
     A, x, b, w, rng = problem
     v = rng.standard_normal(x.shape[0])
     for loss, grad in ((sr.normalized_loss, sr.normalized_gradient), (sr.rescaled_loss, sr.rescaled_gradient),
-                       (lambda A, y, b: sr.regularized_loss(A, y, b, w), lambda A, y, b: sr.regularized_gradient(A, y, b, w))):
+                       (lambda A, y, b: sr.regularized_loss(A, y, b, w),
+                        lambda A, y, b: sr.regularized_gradient(A, y, b, w))):
         g = grad(A, x, b)
         numeric = float(directional_derivative(lambda y: loss(A, y, b), x, v, h=1e-4))  # noqa: B023
         scale = np.linalg.norm(g) * np.linalg.norm(v) + abs(loss(A, x, b)) + 1e-12
@@ -457,7 +459,8 @@ def test_gradients_match_finite_differences(problem) -> None:
 def test_hessians_are_symmetric_and_match_their_hvp(problem) -> None:
     A, x, b, w, rng = problem
     v = rng.standard_normal(x.shape[0])
-    for H, hv, W in ((sr.normalized_hessian(A, x, b), sr.normalized_hvp(A, x, b, v), sr.normalized_hessian_weights(A, x, b)),
+    for H, hv, W in ((sr.normalized_hessian(A, x, b), sr.normalized_hvp(A, x, b, v),
+                      sr.normalized_hessian_weights(A, x, b)),
                      (sr.rescaled_hessian(A, x, b), sr.rescaled_hvp(A, x, b, v), sr.rescaled_hessian_weights(A, x, b)),
                      (sr.regularized_hessian(A, x, b, w), sr.regularized_hvp(A, x, b, w, v),
                       sr.regularized_hessian_weights(A, x, b, w))):

@@ -37,7 +37,8 @@ from . import softmax_regression as sr
 from ._validate import as_matrix, as_nonnegative_float, as_positive_int
 
 __all__ = [
-    "KRONECKER_MEMORY_LIMIT", "BLOCK_BYTES", "MIN_BLOCK_ROWS", "THREAD_MIN_ENTRIES", "KroneckerTooLargeError", "Loss",
+    "KRONECKER_MEMORY_LIMIT", "MAX_ITERATIONS", "BLOCK_BYTES", "MIN_BLOCK_ROWS", "THREAD_MIN_ENTRIES",
+    "KroneckerTooLargeError", "Loss",
     "kronecker_bytes", "kronecker_data", "kronecker_block", "kronecker_singular_values",
     "logits", "softmax_prediction",
     "normalized_loss", "normalized_gradient", "normalized_loss_and_gradient", "normalized_hvp",
@@ -85,10 +86,11 @@ def _factors(A1: object, A2: object) -> tuple[np.ndarray, np.ndarray]:
     return A1, A2
 
 
-def _problem(A1: object, A2: object, X: object, B: object | None = None) -> tuple[np.ndarray, ...]:
+def _problem(A1: object, A2: object, X: object, B: object | None = None,
+             x_name: str = "X") -> tuple[np.ndarray, ...]:
     A1, A2 = _factors(A1, A2)
     n, d = A1.shape
-    X = as_matrix(X, "X", rows=d, cols=d)
+    X = as_matrix(X, x_name, rows=d, cols=d)
     if B is None:
         return A1, A2, X
     return A1, A2, X, as_matrix(B, "B", rows=n, cols=n)
@@ -712,7 +714,9 @@ def equivalent_target(A1: np.ndarray, A2: np.ndarray, X: np.ndarray, B: np.ndarr
     Derived in :doc:`/book/tensor_trick`.
     """
     A1, A2, X, B = _problem(A1, A2, X, B)
-    new = _problem(A1 if A1_new is None else A1_new, A2 if A2_new is None else A2_new, X if X_new is None else X_new)
+    A1_new = A1 if A1_new is None else as_matrix(A1_new, "A1_new", rows=A1.shape[0], cols=A1.shape[1])
+    A2_new = A2 if A2_new is None else as_matrix(A2_new, "A2_new", rows=A2.shape[0], cols=A2.shape[1])
+    new = _problem(A1_new, A2_new, X if X_new is None else X_new, x_name="X_new")
     return B - (_softmax_rows(*new) - _softmax_rows(A1, A2, X))
 
 
@@ -740,6 +744,16 @@ def _loss_functions(loss: str) -> tuple[Callable, Callable]:
     return _VALUE_AND_GRADIENT[loss], _HVP[loss]
 
 
+MAX_ITERATIONS = 10**6  # an iteration count beyond this is a mistake, not a request
+
+
+def _iterations(value: object) -> int:
+    iterations = as_positive_int(value, "iterations")
+    if iterations > MAX_ITERATIONS:
+        raise ValueError(f"iterations must be at most {MAX_ITERATIONS}, got {iterations}")
+    return iterations
+
+
 def gradient_descent(A1: np.ndarray, A2: np.ndarray, B: np.ndarray, X0: np.ndarray, step: float,
                      iterations: int, loss: Loss = "normalized") -> OptimizationTrace:
     """``X ← X − η A₁ᵀ P A₂`` for ``iterations`` steps (Kronecker-free gradient).
@@ -747,9 +761,9 @@ def gradient_descent(A1: np.ndarray, A2: np.ndarray, B: np.ndarray, X0: np.ndarr
     Derived in :doc:`/book/tensor_trick`.
     """
     value_and_grad, _ = _loss_functions(loss)
-    A1, A2, X, B = _problem(A1, A2, X0, B)
+    A1, A2, X, B = _problem(A1, A2, X0, B, x_name="X0")
     step = as_nonnegative_float(step, "step")
-    iterations = as_positive_int(iterations, "iterations")
+    iterations = _iterations(iterations)
     X = X.copy()
     losses, norms = [], []
     for _ in range(iterations + 1):
@@ -770,8 +784,8 @@ def newton_cg(A1: np.ndarray, A2: np.ndarray, B: np.ndarray, X0: np.ndarray, ite
     from scipy.optimize import minimize
 
     value_and_grad, hvp = _loss_functions(loss)
-    A1, A2, X0, B = _problem(A1, A2, X0, B)
-    iterations = as_positive_int(iterations, "iterations")
+    A1, A2, X0, B = _problem(A1, A2, X0, B, x_name="X0")
+    iterations = _iterations(iterations)
     d = X0.shape[0]
 
     def fun(x: np.ndarray) -> tuple[float, np.ndarray]:
