@@ -247,15 +247,14 @@ def _short_name(chapter: str) -> str:
 def render_markdown(rows: list[Row]) -> str:
     """The ledger as a MyST table. Each figure is pasted (glue) from the chapter that recorded it,
     so the built page shows what that chapter's execution produced."""
-    lines = ["| statement | chapter | source | " + " | ".join(KINDS) + " |",
-             "|---|---|---|" + "---|" * len(KINDS)]
+    lines = ["| statement | chapter | source | evidence |", "|---|---|---|---|"]
     for row in rows:
         s = row.statement
         title = s.title or s.label
+        glue = f"{{glue:text}}`/{s.chapter}.ipynb::"
+        evidence = "<br>".join(f"{kind} {glue}ev.{s.label}.{kind}:s`" for kind in KINDS if kind in row.figures)
         cells = [f"{{prf:ref}}`{title} <{s.label}>`", f"{{doc}}`{_short_name(s.chapter)} </{s.chapter}>`",
-                 f"{{glue:text}}`/{s.chapter}.ipynb::claim.{s.label}:s`"]
-        for kind in KINDS:
-            cells.append(f"{{glue:text}}`/{s.chapter}.ipynb::ev.{s.label}.{kind}:s`" if kind in row.figures else "—")
+                 f"{glue}claim.{s.label}:s`", evidence]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
