@@ -48,7 +48,7 @@ book: venv
 	$(BIN)/jupyter-book build . --all -n -W --keep-going
 
 test: venv chromium
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto --dist loadfile
 
 lab: venv
 	$(BIN)/jupyter lab book $(ALLOW_ROOT)
