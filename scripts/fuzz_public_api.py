@@ -949,7 +949,7 @@ def _other_specs(specs: list[Spec], jax: Any) -> None:
                       msr.second_factor_shift_constant, {"A1": M, "X": Xm}, mdims))
     specs.append(Spec("multiple_softmax_regression.equivalent_target",
                       lambda A1, A2, X, B, X_new: msr.equivalent_target(A1, A2, X, B, X_new=X_new),
-                      {"A1": M, "A2": M, "X": Xm, "B": Bm, "X_new": Xm}, mdims))
+                      {"A1": M, "A2": M, "X": Xm, "B": Bm, "X_new": _no("None")(arr("d", "d"))}, mdims))
     specs.append(Spec("multiple_softmax_regression.gradient_descent", msr.gradient_descent, {
         "A1": M, "A2": M, "B": Bm, "X0": Xm, "step": real(0.0, 0.5), "iterations": integer(1, 3)}, mdims))
     specs.append(Spec("multiple_softmax_regression.newton_cg", msr.newton_cg, {
