@@ -248,7 +248,7 @@ def sample_prompts(
     if any(max(n_values) % n for n in n_values):
         raise ValueError(f"every n in n_values must divide max(n_values), got {n_values}")
     check_size(batch * (max(n_values) + 1) * (d + 1), MAX_PROMPT_ELEMENTS, "the prompts")
-    _check_key(key)
+    tf.check_key(key)
     N = max(n_values)
     k_n, k_supp, k_val, k_x, k_noise = jax.random.split(key, 5)
     n = jnp.asarray(n_values)[jax.random.randint(k_n, (batch,), 0, len(n_values))]
@@ -261,14 +261,6 @@ def sample_prompts(
     Xc = jnp.take_along_axis(X[:, :N], idx[:, :, None], axis=1)
     yc = jnp.take_along_axis(y[:, :N], idx, axis=1)
     return tf.make_prompt(Xc, yc, X[:, N]), y[:, N], n
-
-
-def _check_key(key: Any) -> None:
-    shape, dtype = getattr(key, "shape", None), getattr(key, "dtype", None)
-    typed = dtype is not None and jnp.issubdtype(dtype, jax.dtypes.prng_key)
-    if not (typed and shape == ()) and not (shape == (2,) and dtype == jnp.uint32):
-        raise TypeError(f"key must be a JAX PRNG key (jax.random.PRNGKey(seed)), got {type(key).__name__} "
-                        f"of shape {shape} and dtype {dtype}")
 
 
 def init_model(config: Config, key: jax.Array) -> tf.Params:

@@ -51,6 +51,7 @@ from ._validate import as_bool, as_nonnegative_float, as_nonnegative_int, as_pos
 
 __all__ = [
     "Attention",
+    "check_key",
     "layer_norm",
     "attention_layer",
     "mlp",
@@ -445,7 +446,11 @@ def make_prompt(X: Any, y: Any, x_query: Any) -> jax.Array:
     return jnp.concatenate([context, query], axis=-2)
 
 
-def _check_key(key: Any) -> None:
+def check_key(key: Any) -> None:
+    """Raise ``TypeError`` unless ``key`` is a JAX PRNG key (typed, or the raw ``uint32[2]`` form).
+
+    Derived in :doc:`/book/sparse_regression`.
+    """
     shape, dtype = getattr(key, "shape", None), getattr(key, "dtype", None)
     typed = dtype is not None and jnp.issubdtype(dtype, jax.dtypes.prng_key)
     if not (typed and shape == ()) and not (shape == (2,) and dtype == jnp.uint32):
@@ -472,7 +477,7 @@ def init_params(
 
     Derived in :doc:`/book/sparse_regression`.
     """
-    _check_key(key)
+    check_key(key)
     d_in, width = as_positive_int(d_in, "d_in"), as_positive_int(width, "width")
     n_layers = as_nonnegative_int(n_layers, "n_layers")
     check_size(n_layers, 10**4, "the list of layers")
