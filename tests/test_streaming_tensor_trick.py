@@ -13,24 +13,9 @@ import mpmath as mp
 import numpy as np
 import pytest
 from softmax_icl import multiple_softmax_regression as msr
+from test_multiple_softmax_regression import LOSSES, functions, random_instance
 
 ROOT = Path(__file__).resolve().parents[1]
-LOSSES = ("normalized", "rescaled")
-
-
-def random_instance(n: int, d: int, seed: int = 0, scale: float = 2.0) -> tuple[np.ndarray, ...]:
-    """``A₁, A₂`` standard Gaussian (n×d), ``X`` Gaussian scaled by ``scale/d`` (entries of
-    ``Z = A₁XA₂ᵀ`` of size ≈ ``scale``), ``B`` with Dirichlet(1) rows, ``V`` a unit direction."""
-    rng = np.random.default_rng(seed)
-    A1, A2 = rng.standard_normal((n, d)), rng.standard_normal((n, d))
-    X = rng.standard_normal((d, d)) * scale / d
-    B = rng.dirichlet(np.ones(n), size=n)
-    V = rng.standard_normal((d, d))
-    return A1, A2, X, B, V / np.linalg.norm(V)
-
-
-def functions(loss: str) -> tuple:
-    return getattr(msr, f"{loss}_loss"), getattr(msr, f"{loss}_gradient"), getattr(msr, f"{loss}_hvp")
 
 
 # ---- an independent dense evaluation of the closed forms (n×n arrays, textbook formulas) ---------------------
