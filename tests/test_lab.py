@@ -12,6 +12,7 @@ import json
 import os
 import pathlib
 import secrets
+import socket
 import subprocess
 import sys
 import time
@@ -25,21 +26,37 @@ JUPYTER = pathlib.Path(sys.executable).parent / "jupyter"
 STARTUP_TIMEOUT_S = 120
 
 
+def fail_if_exited(proc: subprocess.Popen[str]) -> None:
+    if proc.poll() is not None:
+        log = proc.stdout.read()[-4000:]
+        pytest.fail(f"jupyter lab exited with status {proc.returncode} before serving:\n{log}")
+
+
 def server_info(runtime: pathlib.Path, proc: subprocess.Popen[str]) -> dict[str, object]:
-    """Wait for the server's ``jpserver-<pid>.json`` and return it (URL, port, token)."""
+    """Wait for the server's ``jpserver-<pid>.json`` and for its port to accept connections; return the info.
+
+    The server writes the file before its event loop binds the port, so the file alone does not mean
+    the server is listening.
+    """
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     info_file = runtime / f"jpserver-{proc.pid}.json"
+    info: dict[str, object] | None = None
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            log = proc.stdout.read()[-4000:]
-            pytest.fail(f"jupyter lab exited with status {proc.returncode} before serving:\n{log}")
-        if info_file.is_file():
+        fail_if_exited(proc)
+        if info is None and info_file.is_file():
             try:
-                return json.loads(info_file.read_text())
+                info = json.loads(info_file.read_text())
             except json.JSONDecodeError:
                 pass  # written but not yet complete
+        if info is not None:
+            try:
+                socket.create_connection(("127.0.0.1", int(info["port"])), timeout=5).close()
+                return info
+            except OSError:
+                pass  # not listening yet
         time.sleep(0.2)
-    pytest.fail(f"jupyter lab wrote no {info_file.name} within {STARTUP_TIMEOUT_S} s")
+    what = f"listened on port {info['port']}" if info else f"wrote {info_file.name}"
+    pytest.fail(f"jupyter lab never {what} within {STARTUP_TIMEOUT_S} s")
 
 
 @pytest.fixture(scope="module")
