@@ -277,3 +277,69 @@ def test_pto_is_preconditioned_gradient_descent() -> None:
     with pytest.raises(AssertionError):  # weights instead of squared weights
         assert_close(raw, sr.preconditioned_gradient_descent(t.X, t.y, np.abs(r), eta, 30),
                      rtol=1e-6)
+
+
+def _bayes_brute_force(X: np.ndarray, y: np.ndarray, s: int, sigma: float) -> np.ndarray:
+    """The posterior mean from the n×n marginal covariance of every support (no Woodbury)."""
+    from itertools import combinations
+
+    n, d = X.shape
+    log_evidence, means = [], []
+    for S in combinations(range(d), s):
+        XS = X[:, S]
+        C = sigma**2 * np.eye(n) + XS @ XS.T
+        log_evidence.append(-0.5 * np.linalg.slogdet(C)[1] - 0.5 * y @ np.linalg.solve(C, y))
+        m = np.zeros(d)
+        m[list(S)] = XS.T @ np.linalg.solve(C, y)
+        means.append(m)
+    p = np.exp(np.array(log_evidence) - max(log_evidence))
+    return (p / p.sum()) @ np.array(means)
+
+
+@pytest.mark.parametrize(("n", "d", "s", "sigma"), [(6, 5, 2, 0.3), (3, 6, 1, 0.1), (12, 4, 3, 1.0)])
+def test_bayes_posterior_mean_matches_the_brute_force_mixture(n: int, d: int, s: int, sigma: float) -> None:
+    t = sr.sample_tasks(6, n, d, s, sigma, np.random.default_rng(n + d))
+    w = sr.bayes_posterior_mean(t.X, t.y, s, sigma)
+    brute = np.array([_bayes_brute_force(t.X[k], t.y[k], s, sigma) for k in range(6)])
+    assert_close(w, brute, rtol=1e-9)
+
+
+def test_bayes_posterior_mean_with_one_support_is_ridge() -> None:
+    """s = d: the prior is N(0, I_d), the posterior mean is ridge with nλ = σ²."""
+    t = sr.sample_tasks(20, 7, 4, 4, 0.5, np.random.default_rng(3))
+    assert_close(sr.bayes_posterior_mean(t.X, t.y, 4, 0.5), sr.ridge(t.X, t.y, 0.25 / 7), rtol=1e-9)
+
+
+def test_bayes_posterior_mean_beats_ridge_and_lasso_on_fresh_tasks() -> None:
+    rng = np.random.default_rng(11)
+    train, test = (sr.sample_tasks(400, 10, 10, 2, 0.1, rng) for _ in range(2))
+    bayes = sr.excess_risk(sr.bayes_posterior_mean(test.X, test.y, 2, 0.1), test.w_star)
+    for tuning, fit in ((sr.tune_ridge(train), lambda lam: sr.ridge(test.X, test.y, lam)),
+                        (sr.tune_lasso(train), lambda lam: sr.lasso(test.X, test.y, lam))):
+        other = sr.excess_risk(fit(tuning.best["lam"]), test.w_star)
+        diff = other - bayes
+        assert diff.mean() > 3 * diff.std(ddof=1) / np.sqrt(diff.size), tuning.estimator
+
+
+def test_bayes_posterior_mean_is_stable_for_large_evidence_gaps() -> None:
+    """Tiny noise makes the log-evidences differ by thousands: the weights must stay finite."""
+    t = sr.sample_tasks(10, 30, 8, 2, 1e-4, np.random.default_rng(5))
+    w = sr.bayes_posterior_mean(t.X, t.y, 2, 1e-4)
+    assert np.all(np.isfinite(w))
+    assert np.abs(w - t.w_star).max() < 1e-3
+
+
+@pytest.mark.parametrize(("kwargs", "err", "match"), [
+    ({"s": 0}, ValueError, "s"), ({"s": 9}, ValueError, "sparsity"), ({"sigma": 0.0}, ValueError, "sigma"),
+    ({"sigma": -1.0}, ValueError, "sigma"), ({"s": 2.5}, ValueError, "positive integer"),
+])
+def test_bayes_posterior_mean_validates(kwargs: dict, err: type, match: str) -> None:
+    t = sr.sample_tasks(2, 5, 8, 2, 0.1, np.random.default_rng(0))
+    with pytest.raises(err, match=match):
+        sr.bayes_posterior_mean(t.X, t.y, **{"s": 2, "sigma": 0.1, **kwargs})
+
+
+def test_bayes_posterior_mean_refuses_too_many_supports() -> None:
+    X = np.random.default_rng(0).standard_normal((1, 3, 60))
+    with pytest.raises(ValueError, match="supports"):
+        sr.bayes_posterior_mean(X, X[:, :, 0], 10, 0.1)

@@ -52,6 +52,9 @@ __all__ = [
     "init_model",
     "train",
     "recreate_command",
+    "finished",
+    "head_dimension",
+    "loss_scale",
     "save_checkpoint",
     "load_checkpoint",
     "eval_tasks",
@@ -74,7 +77,7 @@ MAX_PARAMETERS = 10**8
 MAX_PROMPT_ELEMENTS = 2**28
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}")
 _POSITIVE_INTS = ("d", "s", "n_layers", "n_heads", "width", "mlp_width", "steps", "batch", "chunk", "eval_n",
-                  "eval_tasks")
+                  "eval_tasks", "queries")
 
 
 # ---- configuration ------------------------------------------------------------------------------
@@ -90,9 +93,12 @@ class Config:
     s: int = 2  # sparsity of w*
     sigma: float = 0.1  # label noise standard deviation
     n_values: tuple[int, ...] = (2, 4, 5, 10, 20)  # context lengths, each dividing the largest
+    queries: int = 1  # query tokens per training prompt, each attending to the context only
+    relative_loss: bool = False  # each context length's squared error divided by tuned ridge's risk there
     n_layers: int = 3
     n_heads: int = 4
     width: int = 64
+    d_head: int = 0  # dimension of each head's queries, keys and values; 0: width // n_heads
     mlp_width: int = 128
     attention: str = "softmax"  # 'softmax' (GPT-2 style) or 'linear'
     use_mlp: bool = True
@@ -102,6 +108,7 @@ class Config:
     lr: float = 1e-3  # peak learning rate of Adam (warm-up, then cosine decay)
     warmup: int = 200
     clip: float = 1.0  # global gradient-norm clipping
+    init_std: float = 0.02  # standard deviation of the initial weights
     chunk: int = 50  # steps per compiled scan (and per progress-bar update)
     seed: int = 0
     eval_n: int = 20  # context length of the recorded evaluation metric
@@ -116,16 +123,16 @@ class Config:
             )
         for k in _POSITIVE_INTS:
             as_positive_int(getattr(self, k), k)
-        for k in ("warmup", "seed", "eval_seed"):
+        for k in ("warmup", "seed", "eval_seed", "d_head"):
             as_nonnegative_int(getattr(self, k), k)
             if getattr(self, k) >= 2**32:
                 raise ValueError(f"{k} must be < 2**32, got {getattr(self, k)}")
-        for k in ("sigma", "lr", "clip"):
+        for k in ("sigma", "lr", "clip", "init_std"):
             as_nonnegative_float(getattr(self, k), k)
         for k in ("lr", "clip"):
             if getattr(self, k) == 0:
                 raise ValueError(f"{k} must be > 0, got {getattr(self, k)!r}")
-        for k in ("use_mlp", "use_layer_norm"):
+        for k in ("use_mlp", "use_layer_norm", "relative_loss"):
             as_bool(getattr(self, k), k)
         if self.s > self.d:
             raise ValueError(f"s must be <= d, got s={self.s}, d={self.d}")
@@ -138,12 +145,14 @@ class Config:
             raise ValueError(f"every n in n_values must divide max(n_values), got {n_values}")
         if self.steps % self.chunk:
             raise ValueError(f"steps ({self.steps}) must be a multiple of chunk ({self.chunk})")
-        if self.width % self.n_heads:
-            raise ValueError(f"width ({self.width}) must be divisible by n_heads ({self.n_heads})")
+        if not self.d_head and self.width % self.n_heads:
+            raise ValueError(f"width ({self.width}) must be divisible by n_heads ({self.n_heads}) unless d_head "
+                             "is given")
         object.__setattr__(self, "n_values", n_values)
         check_size(_parameter_count(self), MAX_PARAMETERS, "the model's parameters")
         check_size(self.width * self.mlp_width, MAX_PARAMETERS, "an MLP of this width (even if unused)")
-        check_size(self.batch * (max(n_values) + 1) * (self.d + 1), MAX_PROMPT_ELEMENTS, "a batch of prompts")
+        check_size(self.batch * (max(n_values) + self.queries) * (self.d + 1), MAX_PROMPT_ELEMENTS,
+                   "a batch of prompts")
         check_size(self.eval_tasks * (self.eval_n + 1) * (self.d + 1), MAX_PROMPT_ELEMENTS,
                    "the evaluation prompts")
         check_size(self.steps * 2, MAX_PROMPT_ELEMENTS, "the step keys")
@@ -213,10 +222,16 @@ def _reject_constant(name: str) -> Any:
     raise json.JSONDecodeError(f"{name} is not a number", name, 0)
 
 
+def head_dimension(config: Config) -> int:
+    """Dimension of each head's queries, keys and values: ``d_head``, or ``width // n_heads`` if 0.
+    Derived in :doc:`/book/multihead_experiment`."""
+    return config.d_head or max(1, config.width // config.n_heads)
+
+
 def _parameter_count(config: Config) -> int:
     """The number of parameters of the configured model, computed without building it."""
     D, h, L, F = config.width, config.n_heads, config.n_layers, config.mlp_width
-    k = max(1, D // h)
+    k = head_dimension(config)
     per_layer = 4 * h * D * k + (2 * D * F + F + D if config.use_mlp else 0)
     per_layer += (2 * D if config.use_layer_norm else 0) * (2 if config.use_mlp else 1)
     return (config.d + 1) * D + D + L * per_layer + D + 1 + (2 * D if config.use_layer_norm else 0)
@@ -226,11 +241,12 @@ def _parameter_count(config: Config) -> int:
 
 
 def sample_prompts(
-    key: jax.Array, batch: int, n_values: Sequence[int], d: int, s: int, sigma: float
+    key: jax.Array, batch: int, n_values: Sequence[int], d: int, s: int, sigma: float, queries: int = 1
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """``batch`` prompts of fresh tasks, each with ``N = max(n_values)`` context slots holding
     ``n`` distinct examples (``n`` uniform over ``n_values``, each dividing ``N``) repeated ``N/n``
-    times; returns ``E`` (batch, N+1, d+1), the query labels ``y_q`` (batch,) and ``n`` (batch,).
+    times, then ``queries`` query tokens; returns ``E`` (batch, N+queries, d+1), the queries'
+    noisy labels ``y_q`` (batch,) for one query or (batch, queries), and ``n`` (batch,).
     Without positions, attention sees only the empirical distribution of the context tokens, so a
     context repeated ``N/n`` times is the same prompt as its ``n`` distinct tokens (checked in the
     chapter): one compiled shape trains every context length. Task distribution as in
@@ -247,7 +263,8 @@ def sample_prompts(
     n_values = tuple(as_positive_int(n, "n_values entry") for n in n_values)
     if any(max(n_values) % n for n in n_values):
         raise ValueError(f"every n in n_values must divide max(n_values), got {n_values}")
-    check_size(batch * (max(n_values) + 1) * (d + 1), MAX_PROMPT_ELEMENTS, "the prompts")
+    queries = as_positive_int(queries, "queries")
+    check_size(batch * (max(n_values) + queries) * (d + 1), MAX_PROMPT_ELEMENTS, "the prompts")
     tf.check_key(key)
     N = max(n_values)
     k_n, k_supp, k_val, k_x, k_noise = jax.random.split(key, 5)
@@ -255,12 +272,14 @@ def sample_prompts(
     support = jnp.argsort(jax.random.uniform(k_supp, (batch, d)), axis=1)[:, :s]
     values = jax.random.normal(k_val, (batch, s), DTYPE)
     w = jnp.zeros((batch, d), DTYPE).at[jnp.arange(batch)[:, None], support].set(values)
-    X = jax.random.normal(k_x, (batch, N + 1, d), DTYPE)
-    y = jnp.einsum("bnd,bd->bn", X, w) + sigma * jax.random.normal(k_noise, (batch, N + 1), DTYPE)
+    X = jax.random.normal(k_x, (batch, N + queries, d), DTYPE)
+    y = jnp.einsum("bnd,bd->bn", X, w) + sigma * jax.random.normal(k_noise, (batch, N + queries), DTYPE)
     idx = (jnp.arange(N)[None, :] * n[:, None]) // N  # slot j holds example ⌊j n / N⌋
     Xc = jnp.take_along_axis(X[:, :N], idx[:, :, None], axis=1)
     yc = jnp.take_along_axis(y[:, :N], idx, axis=1)
-    return tf.make_prompt(Xc, yc, X[:, N]), y[:, N], n
+    if queries == 1:
+        return tf.make_prompt(Xc, yc, X[:, N]), y[:, N], n
+    return tf.make_prompt(Xc, yc, X[:, N:]), y[:, N:], n
 
 
 def init_model(config: Config, key: jax.Array) -> tf.Params:
@@ -274,9 +293,11 @@ def init_model(config: Config, key: jax.Array) -> tf.Params:
         config.width,
         config.n_layers,
         config.n_heads,
+        d_head=head_dimension(config),
         mlp_width=config.mlp_width,
         use_mlp=config.use_mlp,
         use_layer_norm=config.use_layer_norm,
+        std=config.init_std,
         dtype=DTYPE,
     )
 
@@ -294,18 +315,37 @@ def _optimizer(config: Config) -> optax.GradientTransformation:
     return optax.chain(optax.clip_by_global_norm(config.clip), optax.adam(_schedule(config)))
 
 
-def _loss(params: tf.Params, key: jax.Array, config: Config) -> jax.Array:
-    E, y, _ = sample_prompts(key, config.batch, config.n_values, config.d, config.s, config.sigma)
-    return jnp.mean((tf.predict(params, E, attention=config.attention) - y) ** 2)
+def _loss(params: tf.Params, key: jax.Array, config: Config, scale: jax.Array) -> jax.Array:
+    """Mean squared error over prompts and queries; prompt ``b`` divided by ``scale[n_b]``."""
+    E, y, n = sample_prompts(key, config.batch, config.n_values, config.d, config.s, config.sigma, config.queries)
+    pred = tf.predict(params, E, attention=config.attention, queries=config.queries)
+    err = (pred - y) ** 2
+    per_prompt = err if config.queries == 1 else err.mean(axis=-1)
+    return jnp.mean(per_prompt / scale[n])
+
+
+def loss_scale(config: Config) -> np.ndarray:
+    """Divisor of the squared error of a prompt with ``n`` examples, indexed by ``n``: 1, or with
+    ``relative_loss`` the risk of tuned ridge at ``n`` plus σ² (the noise of the label), estimated on
+    2000 tasks per ``n`` drawn from ``default_rng([config.seed, n, 7])``.
+    Derived in :doc:`/book/multihead_experiment`."""
+    scale = np.ones(max(config.n_values) + 1, np.float32)
+    if config.relative_loss:
+        for n in config.n_values:
+            rng = np.random.default_rng([config.seed, n, 7])
+            train = sreg.sample_tasks(2000, n, config.d, config.s, config.sigma, rng)
+            tuning = sreg.tune_ridge(train)
+            scale[n] = float(np.min(tuning.risk)) + config.sigma**2
+    return scale
 
 
 @partial(jax.jit, static_argnames=("config",))
-def _chunk(params: tf.Params, opt_state: Any, keys: jax.Array, config: Config):
+def _chunk(params: tf.Params, opt_state: Any, keys: jax.Array, config: Config, scale: jax.Array):
     opt = _optimizer(config)
 
     def one(carry, key):
         p, s = carry
-        loss, g = jax.value_and_grad(_loss)(p, key, config)
+        loss, g = jax.value_and_grad(_loss)(p, key, config, scale)
         updates, s = opt.update(g, s, p)
         return (optax.apply_updates(p, updates), s), loss
 
@@ -323,12 +363,13 @@ def train(config: Config, progress: Any = None) -> dict[str, Any]:
     key_init, key_data = jax.random.split(jax.random.PRNGKey(config.seed))
     params = init_model(config, key_init)
     opt_state = _optimizer(config).init(params)
+    scale = jnp.asarray(loss_scale(config))
     step_keys = jax.random.split(key_data, config.steps).reshape(-1, config.chunk, 2)
     losses: list[float] = []
     start = time.perf_counter()
     first_chunk_end = None
     for keys in step_keys:
-        params, opt_state, chunk_losses = _chunk(params, opt_state, keys, config)
+        params, opt_state, chunk_losses = _chunk(params, opt_state, keys, config, scale)
         losses.append(float(jnp.mean(chunk_losses)))
         if not np.isfinite(losses[-1]):
             raise TrainingDiverged(
@@ -417,7 +458,7 @@ def _unflatten(flat: dict[str, np.ndarray]) -> Any:
 def _expected_shapes(config: Config) -> dict[str, tuple[int, ...]]:
     """The flattened parameter shapes of :func:`init_model`, computed without building the model."""
     D, h, F = config.width, config.n_heads, config.mlp_width
-    k = max(1, D // h)
+    k = head_dimension(config)
     out: dict[str, tuple[int, ...]] = {"embed/W": (config.d + 1, D), "embed/b": (D,)}
     for l in range(config.n_layers):
         p = f"layers/{l}/"
@@ -871,6 +912,18 @@ def _run(config: Config, directory: pathlib.Path, config_path: str) -> dict[str,
     return metadata
 
 
+def finished(directory: str | os.PathLike[str], config: Config) -> bool:
+    """Whether ``directory`` holds a valid checkpoint of exactly this configuration (the sweep keeps
+    and skips such runs). Derived in :doc:`/book/multihead_experiment`."""
+    if not (pathlib.Path(directory) / f"{config.name}.json").is_file():
+        return False
+    try:
+        saved, _, _ = load_checkpoint(directory, config.name)
+    except CheckpointError:
+        return False
+    return saved == config
+
+
 def _output_directory(out: pathlib.Path) -> pathlib.Path:
     """``--out``: an existing or creatable, writable directory (checked before any training)."""
     if out.exists() and not out.is_dir():
@@ -899,6 +952,8 @@ def main(argv: Iterable[str] | None = None) -> None:
         "--out", default=None, help="output directory (default: the config's directory)"
     )
     parser.add_argument("--only", nargs="+", default=None, help="names of the runs to train")
+    parser.add_argument("--retrain", action="store_true",
+                        help="train runs that already have a valid checkpoint (default: keep and skip them)")
     args = parser.parse_args(None if argv is None else list(argv))
     try:
         configs = load_configs(args.config)
@@ -908,10 +963,17 @@ def main(argv: Iterable[str] | None = None) -> None:
                 raise ValueError(f"{args.config}: --only names unknown run(s) {unknown}")
             configs = [c for c in configs if c.name in args.only]
         out = _output_directory(pathlib.Path(args.out) if args.out else pathlib.Path(args.config).parent)
+        for c in configs:
+            if (out / f"{c.name}.json").resolve() == pathlib.Path(args.config).resolve():
+                raise ValueError(f"{args.config}: run {c.name!r} would overwrite the configuration file with its "
+                                 "checkpoint; rename the run or pass --out")
     except ValueError as exc:
         parser.exit(2, f"{parser.prog}: error: {exc}\n")
     total = time.perf_counter()
     for config in configs:
+        if not args.retrain and finished(out, config):
+            print(f"{config.name}: kept (its checkpoint exists and matches the configuration)", flush=True)
+            continue
         try:
             meta = _run(config, out, args.config)
         except TrainingDiverged as exc:

@@ -3,11 +3,11 @@
 Derived in :doc:`/book/sparse_regression`, which
 builds exact constructions with it; the chapter on trained transformers trains the same code.
 
-Prompt. Tokens are rows: ``E ∈ R^{(n+1)×D_in}`` holds the context tokens ``(x_i, y_i)``,
-``i = 1..n``, then the query token ``(x_q, 0)`` (see :func:`make_prompt`). In every layer the
-keys and
-values are the ``n`` context tokens only (the query attends but is never attended to), so the
-query's label slot cannot leak into the context.
+Prompt. Tokens are rows: ``E ∈ R^{(n+K)×D_in}`` holds the context tokens ``(x_i, y_i)``,
+``i = 1..n``, then ``K ≥ 1`` query tokens ``(x_q, 0)`` (see :func:`make_prompt`; ``K = queries``,
+1 unless given). In every layer the keys and values are the ``n`` context tokens only (a query
+attends but is never attended to), so no query's label slot can leak into the context and the
+``K`` queries of one prompt are ``K`` independent one-query prompts sharing their context.
 
 Attention. Head ``h`` maps the stream ``Z`` (rows ``z_t``) to ``o_t = Σ_i a_{ti} (z_i W_V[h])
 W_O[h]``
@@ -246,10 +246,11 @@ def layer_norm(Z: jax.Array, scale: jax.Array, bias: jax.Array, eps: float = LN_
 
 
 def attention_layer(
-    p: Params, Z: jax.Array, attention: Attention = "linear", head_mask: jax.Array | None = None
+    p: Params, Z: jax.Array, attention: Attention = "linear", head_mask: jax.Array | None = None,
+    queries: int = 1,
 ) -> jax.Array:
-    """Multi-head attention of every token of ``Z`` (N, D) over the context tokens ``Z[:-1]``;
-    returns the sum over heads (N, D), each head scaled by ``head_mask`` if given.
+    """Multi-head attention of every token of ``Z`` (N, D) over the context tokens
+    ``Z[:-queries]``; returns the sum over heads (N, D), each head scaled by ``head_mask`` if given.
 
     Derived in :doc:`/book/sparse_regression`.
     """
@@ -264,13 +265,12 @@ def attention_layer(
         if tuple(p[key].shape) != shape:
             raise ValueError(f"{key} must have shape {shape}, got {tuple(p[key].shape)}")
     Z = _stream(Z, "Z", (None, D))
-    if Z.shape[0] < 2:
-        raise ValueError(f"Z needs at least one context token and the query, got shape {tuple(Z.shape)}")
+    queries = _queries(queries, Z.shape[0])
     if head_mask is not None:
         mask_shape = tuple(jnp.shape(head_mask))
         if mask_shape != (h,):
             raise ValueError(f"head_mask must have shape ({h},), got {mask_shape}")
-    ctx = Z[:-1]
+    ctx = Z[:-queries]
     n = ctx.shape[0]
     q = jnp.einsum("tD,hDk->htk", Z, p["W_Q"])
     k = jnp.einsum("iD,hDk->hik", ctx, p["W_K"])
@@ -304,7 +304,8 @@ def mlp(p: Params, Z: jax.Array) -> jax.Array:
 
 
 def block(
-    p: Params, Z: jax.Array, attention: Attention = "linear", head_mask: jax.Array | None = None
+    p: Params, Z: jax.Array, attention: Attention = "linear", head_mask: jax.Array | None = None,
+    queries: int = 1,
 ) -> jax.Array:
     """One residual layer: ``Z + Attn(LN₁ Z)``, then ``+ MLP(LN₂ ·)`` if the layer has an MLP.
 
@@ -314,7 +315,7 @@ def block(
         raise ValueError("p must be a layer: a dict with 'attn' (and optionally 'ln1', 'mlp', 'ln2')")
     Z = _stream(Z, "Z")
     H = layer_norm(Z, **p["ln1"]) if "ln1" in p else Z
-    Z = Z + attention_layer(p["attn"], H, attention, head_mask)
+    Z = Z + attention_layer(p["attn"], H, attention, head_mask, queries)
     if "mlp" in p:
         H = layer_norm(Z, **p["ln2"]) if "ln2" in p else Z
         Z = Z + mlp(p["mlp"], H)
@@ -322,34 +323,47 @@ def block(
 
 
 def _forward_single(
-    params: Params, E: jax.Array, head_mask: Sequence[jax.Array] | None, attention: Attention
+    params: Params, E: jax.Array, head_mask: Sequence[jax.Array] | None, attention: Attention,
+    queries: int = 1,
 ) -> jax.Array:
     Z = E @ params["embed"]["W"] + params["embed"]["b"] if "embed" in params else E
     for l, p in enumerate(params["layers"]):
-        Z = block(p, Z, attention, None if head_mask is None else head_mask[l])
+        Z = block(p, Z, attention, None if head_mask is None else head_mask[l], queries)
     if "ln_f" in params:
         Z = layer_norm(Z, **params["ln_f"])
     return Z
 
 
 def _predict_single(
-    params: Params, E: jax.Array, head_mask: Sequence[jax.Array] | None, attention: Attention
+    params: Params, E: jax.Array, head_mask: Sequence[jax.Array] | None, attention: Attention,
+    queries: int = 1,
 ) -> jax.Array:
-    Z = _forward_single(params, E, head_mask, attention)
-    return Z[-1] @ params["readout"]["w"] + params["readout"]["b"]
+    """Scalar for one query, (queries,) for several."""
+    Z = _forward_single(params, E, head_mask, attention, queries)
+    out = Z[-queries:] @ params["readout"]["w"] + params["readout"]["b"]
+    return out[0] if queries == 1 else out
 
 
-@partial(jax.jit, static_argnames="attention")
-def _forward_batch(params, E, head_mask, attention):
-    return jax.vmap(_forward_single, in_axes=(None, 0, None, None))(params, E, head_mask, attention)
+@partial(jax.jit, static_argnames=("attention", "queries"))
+def _forward_batch(params, E, head_mask, attention, queries=1):
+    return jax.vmap(_forward_single, in_axes=(None, 0, None, None, None))(params, E, head_mask, attention, queries)
 
 
-@partial(jax.jit, static_argnames="attention")
-def _predict_batch(params, E, head_mask, attention):
-    return jax.vmap(_predict_single, in_axes=(None, 0, None, None))(params, E, head_mask, attention)
+@partial(jax.jit, static_argnames=("attention", "queries"))
+def _predict_batch(params, E, head_mask, attention, queries=1):
+    return jax.vmap(_predict_single, in_axes=(None, 0, None, None, None))(params, E, head_mask, attention, queries)
 
 
-def _prepare(params: Params, E: Any, attention: str, head_mask: Sequence[Any] | None):
+def _queries(queries: Any, n_tokens: int) -> int:
+    """``queries`` as an int in ``[1, n_tokens − 1]``: at least one context token stays."""
+    queries = as_positive_int(queries, "queries")
+    if queries >= n_tokens:
+        raise ValueError(f"the prompt needs at least one context token and {queries} quer"
+                         f"{'y' if queries == 1 else 'ies'}, got {n_tokens} token(s)")
+    return queries
+
+
+def _prepare(params: Params, E: Any, attention: str, head_mask: Sequence[Any] | None, queries: Any = 1):
     _check_attention(attention)
     D_in, _ = check_params(params)
     if not hasattr(E, "dtype"):
@@ -369,17 +383,14 @@ def _prepare(params: Params, E: Any, attention: str, head_mask: Sequence[Any] | 
         raise ValueError(
             f"E must have {D_in} columns (token width of the params), got shape {tuple(E.shape)}"
         )
-    if E.shape[-2] < 2:
-        raise ValueError(
-            f"E needs at least one context token and the query, got {E.shape[-2]} token(s)"
-        )
+    queries = _queries(queries, E.shape[-2])
     if E.size == 0:
         raise ValueError(f"E must be non-empty, got shape {tuple(E.shape)}")
     if not _finite_or_traced(E):
         raise ValueError("E must be finite (it has NaN or inf entries)")
     _check_head_mask(params, head_mask)
     mask = None if head_mask is None else [jnp.asarray(m, dtype=E.dtype) for m in head_mask]
-    return E, mask
+    return E, mask, queries
 
 
 def forward(
@@ -388,15 +399,17 @@ def forward(
     *,
     attention: Attention = "linear",
     head_mask: Sequence[Any] | None = None,
+    queries: int = 1,
 ) -> jax.Array:
-    """The residual stream after the last layer (and ``ln_f``): (N, D), or (B, N, D) for a batch.
+    """The residual stream after the last layer (and ``ln_f``): (N, D), or (B, N, D) for a batch;
+    the last ``queries`` tokens are queries.
 
     Derived in :doc:`/book/sparse_regression`.
     """
-    E, mask = _prepare(params, E, attention, head_mask)
+    E, mask, queries = _prepare(params, E, attention, head_mask, queries)
     if E.ndim == 2:
-        return _forward_single(params, E, mask, attention)
-    return _forward_batch(params, E, mask, attention)
+        return _forward_single(params, E, mask, attention, queries)
+    return _forward_batch(params, E, mask, attention, queries)
 
 
 def predict(
@@ -405,20 +418,23 @@ def predict(
     *,
     attention: Attention = "linear",
     head_mask: Sequence[Any] | None = None,
+    queries: int = 1,
 ) -> jax.Array:
-    """The prediction ``⟨readout.w, z_q⟩ + readout.b`` read from the query token: scalar or (B,).
+    """The prediction ``⟨readout.w, z_q⟩ + readout.b`` read from each query token: scalar or (B,)
+    for one query; (queries,) or (B, queries) for several.
 
     Derived in :doc:`/book/sparse_regression`.
     """
-    E, mask = _prepare(params, E, attention, head_mask)
+    E, mask, queries = _prepare(params, E, attention, head_mask, queries)
     if E.ndim == 2:
-        return _predict_single(params, E, mask, attention)
-    return _predict_batch(params, E, mask, attention)
+        return _predict_single(params, E, mask, attention, queries)
+    return _predict_batch(params, E, mask, attention, queries)
 
 
 def make_prompt(X: Any, y: Any, x_query: Any) -> jax.Array:
-    """Tokens as rows: ``(x_i, y_i)`` for ``i ≤ n`` and ``(x_q, 0)`` last; shapes ``X`` (…, n, d),
-    ``y`` (…, n), ``x_query`` (…, d) → ``E`` (…, n+1, d+1).
+    """Tokens as rows: ``(x_i, y_i)`` for ``i ≤ n``, then ``(x_q, 0)``; shapes ``X`` (…, n, d),
+    ``y`` (…, n), and ``x_query`` (…, d) for one query → ``E`` (…, n+1, d+1), or ``x_query``
+    (…, K, d) for ``K`` queries (pass ``queries=K`` to the model) → ``E`` (…, n+K, d+1).
 
     Derived in :doc:`/book/sparse_regression`.
     """
@@ -436,14 +452,16 @@ def make_prompt(X: Any, y: Any, x_query: Any) -> jax.Array:
     for a, name in ((X, "X"), (y, "y"), (xq, "x_query")):
         if a.size == 0 or not _finite_or_traced(a):
             raise ValueError(f"{name} must be non-empty and finite")
-    if X.ndim < 2 or y.shape != X.shape[:-1] or xq.shape != X.shape[:-2] + X.shape[-1:]:
+    one_query = X.ndim >= 2 and xq.shape == X.shape[:-2] + X.shape[-1:]
+    many = X.ndim >= 2 and xq.ndim == X.ndim and xq.shape[:-2] + xq.shape[-1:] == X.shape[:-2] + X.shape[-1:]
+    if X.ndim < 2 or y.shape != X.shape[:-1] or not (one_query or many):
         raise ValueError(
-            f"need X (..., n, d), y (..., n), x_query (..., d); got "
+            f"need X (..., n, d), y (..., n), x_query (..., d) or (..., K, d); got "
             f"{X.shape}, {y.shape}, {xq.shape}"
         )
     context = jnp.concatenate([X, y[..., None]], axis=-1)
-    query = jnp.concatenate([xq, jnp.zeros_like(xq[..., :1])], axis=-1)[..., None, :]
-    return jnp.concatenate([context, query], axis=-2)
+    query = jnp.concatenate([xq, jnp.zeros_like(xq[..., :1])], axis=-1)
+    return jnp.concatenate([context, query if many else query[..., None, :]], axis=-2)
 
 
 def check_key(key: Any) -> None:
