@@ -102,6 +102,34 @@ def test_a_good_run_writes_only_into_out(tmp_path: pathlib.Path, capsys) -> None
     assert config_.name == "a"
 
 
+def test_a_finished_run_is_kept_and_skipped(tmp_path: pathlib.Path, capsys) -> None:
+    """The sweep is resumable: a run with a valid checkpoint of the same configuration is not retrained,
+    an edited configuration or a corrupt checkpoint is, and --retrain forces it."""
+    runs = {"defaults": {**TINY, "queries": 3, "relative_loss": True}, "runs": [{"name": "a"}, {"name": "b"}]}
+    config = _write(tmp_path / "sweep.json", runs)
+    out = tmp_path / "out"
+    mt.main(["--config", str(config), "--out", str(out)])
+    stamp = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    capsys.readouterr()
+    mt.main(["--config", str(config), "--out", str(out)])
+    assert capsys.readouterr().out.count("kept") == 2
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == stamp
+    runs["runs"][1]["seed"] = 5  # b's configuration changed: retrained
+    (out / "a.npz").write_bytes(b"corrupt")  # a's checkpoint broken: retrained
+    _write(config, runs)
+    mt.main(["--config", str(config), "--out", str(out)])
+    assert "kept" not in capsys.readouterr().out
+    assert mt.load_checkpoint(out, "b")[0].seed == 5 and mt.load_checkpoint(out, "a")[0].name == "a"
+    mt.main(["--config", str(config), "--out", str(out), "--only", "a", "--retrain"])
+    assert "kept" not in capsys.readouterr().out
+
+
+def test_a_run_named_like_the_configuration_file_is_refused(tmp_path: pathlib.Path, capsys) -> None:
+    config = _write(tmp_path / "sweep.json", {"defaults": TINY, "runs": [{"name": "sweep"}]})
+    _fails(["--config", str(config)], capsys, "overwrite the configuration file")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep.json"]
+
+
 # ---- checkpoints ------------------------------------------------------------------------------
 
 @pytest.fixture()

@@ -45,8 +45,11 @@ def test_config_validation() -> None:
 
 
 def test_committed_configs_parse() -> None:
-    names = [c.name for c in mt.load_configs(DATA / "sweep.json")]
-    assert len(names) == len(set(names)) >= 8
+    configs = mt.load_configs(DATA / "sweep.json")
+    assert len({c.name for c in configs}) == len(configs) >= 6
+    main = [c for c in configs if c.n_heads == 4]
+    assert len({c.seed for c in main}) >= 3  # the main setting has at least three seeds
+    assert len({mt.head_dimension(c) for c in configs}) == 1  # head count varies at a fixed head size
 
 
 def test_repeated_context_is_the_same_prompt() -> None:
@@ -156,7 +159,7 @@ def test_committed_checkpoint_reproduces_its_metric(name: str) -> None:
 
 def test_committed_checkpoints_are_small() -> None:
     total = sum(p.stat().st_size for p in DATA.glob("*.npz"))
-    assert total < 4 * 2**20, f"committed checkpoints take {total / 2**20:.1f} MiB"
+    assert total < 10 * 2**20, f"committed checkpoints take {total / 2**20:.1f} MiB"
 
 
 def test_head_masks_and_pruning() -> None:
@@ -214,9 +217,9 @@ def test_excess_risk_of_a_linear_predictor_is_unbiased() -> None:
 def test_missing_checkpoint_error_names_the_command(tmp_path: pathlib.Path) -> None:
     shutil.copy(DATA / "sweep.json", tmp_path / "sweep.json")
     with pytest.raises(mt.CheckpointError) as err:
-        mt.load_checkpoint(tmp_path, "softmax_h4_sigma0.1")
+        mt.load_checkpoint(tmp_path, "h4_seed0")
     assert "python -m softmax_icl.multihead_training --config" in str(err.value)
-    assert "--only softmax_h4_sigma0.1" in str(err.value)
+    assert "--only h4_seed0" in str(err.value)
 
 
 def repeated_context_gap(predict, attention: str, N: int = 6, d: int = 5) -> float:
@@ -256,3 +259,74 @@ def test_sampler_repeats_n_distinct_tokens() -> None:
         tokens, counts = np.unique(prompt[:-1], axis=0, return_counts=True)
         assert len(tokens) == n_b and np.all(counts == max(n_values) // n_b)
     assert set(np.asarray(n).tolist()) == set(n_values)
+
+
+def test_many_queries_are_independent_one_query_prompts() -> None:
+    """K query tokens attend to the context only: each prediction equals that of its own one-query prompt."""
+    config = mt.Config(name="x", d=4, s=2, n_values=(3, 6), width=16, d_head=8, n_heads=3, mlp_width=16, queries=5)
+    params = jax.tree_util.tree_map(lambda a: a * 10 if a.ndim > 1 else a, mt.init_model(config, jax.random.PRNGKey(1)))
+    E, y_q, _ = mt.sample_prompts(jax.random.PRNGKey(2), 8, config.n_values, config.d, config.s, 0.1, queries=5)
+    assert E.shape == (8, 6 + 5, 5) and y_q.shape == (8, 5)
+    for attention in ("softmax", "linear"):
+        many = tf.predict(params, E, attention=attention, queries=5)
+        for k in range(5):
+            one = tf.predict(params, jnp.concatenate([E[:, :6], E[:, 6 + k:7 + k]], axis=1), attention=attention)
+            np.testing.assert_allclose(many[:, k], one, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="at least one context token"):
+        tf.predict(params, E, attention="softmax", queries=11)
+
+
+def test_relative_loss_divides_by_tuned_ridge_plus_noise() -> None:
+    config = mt.Config(name="x", d=4, s=1, n_values=(2, 8), relative_loss=True)
+    scale = mt.loss_scale(config)
+    assert scale.shape == (9,) and scale[0] == scale[3] == 1.0
+    assert scale[2] > scale[8] > config.sigma**2  # fewer examples, larger ridge risk
+    assert np.all(mt.loss_scale(mt.Config(name="x", n_values=(2, 8))) == 1.0)
+
+
+def test_steps_limit_is_the_end_of_gradient_descent() -> None:
+    tasks = sreg.sample_tasks(20, 12, 5, 2, 0.1, np.random.default_rng(0))
+    np.testing.assert_allclose(mt.steps_limit(tasks.X, tasks.y, "gd"),
+                               sreg.gradient_descent(tasks.X, tasks.y, 0.2, 5000), atol=1e-10)
+    # PtO: r ∘ u with u the minimum-norm solution of the reweighted normal equations
+    w = mt.steps_limit(tasks.X, tasks.y, "pto")
+    r = sreg.empirical_correlation(tasks.X, tasks.y)
+    r /= np.linalg.norm(r, axis=1, keepdims=True)
+    u = w / r
+    Xt = tasks.X * r[:, None, :]
+    np.testing.assert_allclose(np.einsum("tnd,tn->td", Xt, np.einsum("tnd,td->tn", Xt, u) - tasks.y), 0,
+                               atol=1e-9)
+    with pytest.raises(ValueError, match="method"):
+        mt.steps_limit(tasks.X, tasks.y, "lasso")
+
+
+def test_summary_has_the_documented_schema(tiny) -> None:
+    config, result = tiny
+    summary = mt.summarize({"tiny": [(config, result["params"])]}, [4, 8])
+    assert summary["setting"] == {"d": config.d, "s": config.s, "sigma": config.sigma}
+    assert set(summary["excess_risk"]) == {"tiny", *mt.BASELINES} and summary["seeds"] == {"tiny": 1}
+    for curve in summary["excess_risk"].values():
+        assert set(curve) == {"4", "8"} and all(len(v) == 2 and v[1] > 0 for v in curve.values())
+    bayes, ridge = summary["excess_risk"]["bayes"], summary["excess_risk"]["ridge"]
+    assert bayes["8"][0] < ridge["8"][0]
+    json.dumps(summary, allow_nan=False)
+    two = mt.summarize({"tiny": [(config, result["params"])] * 2}, [8])
+    assert two["seeds"] == {"tiny": 2} and two["excess_risk"]["tiny"]["8"][1] == 0.0  # identical seeds
+    with pytest.raises(ValueError, match="share"):
+        mt.summarize({"a": [(config, result["params"])],
+                      "b": [(mt.Config.from_dict({**config.to_dict(), "sigma": 0.5}), result["params"])]}, [8])
+
+
+def test_preprocessing_probe_finds_a_planted_feature() -> None:
+    rng = np.random.default_rng(3)
+    (tr, xq_tr), (te, xq_te) = (mt.eval_tasks(600, 8, 3, 1, 0.1, rng) for _ in range(2))
+
+    def states(tasks, xq, planted):
+        target = sreg.empirical_correlation(tasks.X, tasks.y) * xq
+        noise = rng.standard_normal((xq.shape[0], 2, 6))
+        if planted:
+            noise[:, 1, :3] = target
+        return noise
+
+    r2 = mt.preprocessing_probe(states(tr, xq_tr, True), tr, xq_tr, states(te, xq_te, True), te, xq_te, lam=1e-8)
+    assert r2[1] > 0.999 and abs(r2[0]) < 0.05

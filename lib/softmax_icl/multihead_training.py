@@ -68,6 +68,11 @@ __all__ = [
     "fit_probe",
     "probe_risks",
     "risk_by_steps",
+    "baseline_risks",
+    "summary_tasks",
+    "summarize",
+    "steps_limit",
+    "preprocessing_probe",
     "main",
 ]
 
@@ -875,6 +880,145 @@ def risk_by_steps(
             for k in range(K_max + 1)
         ]
     )
+
+
+# ---- baselines and the summary ------------------------------------------------------------------
+
+RIDGE_GRID = np.r_[0.0, np.geomspace(1e-5, 10.0, 31)]  # λ = 0 is least squares (X⁺y)
+LASSO_GRID = np.geomspace(1e-4, 1.0, 25)
+STEPS_MAX = 3000  # K of GD and PtO: large enough that the tuned K is never the last one
+BASELINES = ("ridge", "lasso", "bayes", "gd", "pto")
+SUMMARY_TASKS = 2000
+SUMMARY_SEED = 7
+
+
+def baseline_risks(train: sreg.Tasks, test: sreg.Tasks, s: int) -> dict[str, tuple[np.ndarray, dict[str, float]]]:
+    """Held-out excess risks ``‖ŵ − w*‖²`` (T_test,) and tuned hyper-parameters of ridge (λ grid from
+    0), the Lasso, gradient descent and preprocess-then-optimize (``ℓ₂``-normalized; step size and
+    ``K ≤ STEPS_MAX`` tuned on ``train``), and the Bayes posterior mean (nothing to tune).
+    Derived in :doc:`/book/multihead_experiment`."""
+    for name, t in (("train", train), ("test", test)):
+        if not isinstance(t, sreg.Tasks):
+            raise TypeError(f"{name} must be sparse_regression.Tasks, got {type(t).__name__}")
+    if train.X.shape[2] != test.X.shape[2] or train.sigma != test.sigma:
+        raise ValueError("train and test tasks must share the dimension and the noise level")
+    s = as_positive_int(s, "s")
+    X, y = test.X, test.y
+    ridge, lasso = sreg.tune_ridge(train, RIDGE_GRID), sreg.tune_lasso(train, LASSO_GRID)
+    estimates = {
+        "ridge": (sreg.ridge(X, y, ridge.best["lam"]), ridge.best),
+        "lasso": (sreg.lasso(X, y, lasso.best["lam"]), lasso.best),
+        "bayes": (sreg.bayes_posterior_mean(X, y, s, test.sigma), {}),
+    }
+    for method, tune in (("gd", sreg.tune_gd), ("pto", partial(sreg.tune_pto, normalize="l2"))):
+        tuning = tune(train, K_max=STEPS_MAX)
+        best = {**tuning.best}
+        if sreg.excess_risk(steps_limit(train.X, train.y, method), train.w_star).mean() < np.min(tuning.risk):
+            best = {"K": "inf"}  # the limit beats every finite K (it does not depend on η)
+        estimates[method] = (_steps(X, y, method, best), best)
+    return {k: (sreg.excess_risk(w, test.w_star), best) for k, (w, best) in estimates.items()}
+
+
+def _steps(X: np.ndarray, y: np.ndarray, method: str, best: dict[str, Any]) -> np.ndarray:
+    if best["K"] == "inf":
+        return steps_limit(X, y, method)
+    if method == "gd":
+        return sreg.gradient_descent(X, y, best["eta"], best["K"])
+    return sreg.preprocess_then_optimize(X, y, best["eta"], best["K"], normalize="l2")
+
+
+def steps_limit(X: np.ndarray, y: np.ndarray, method: str) -> np.ndarray:
+    """The ``K → ∞`` limit of GD (``method='gd'``) or ``ℓ₂``-normalized preprocess-then-optimize
+    (``'pto'``) from 0 at any stable step size: the minimum-norm least-squares solution in the
+    (reweighted) coordinates, ``X⁺y`` or ``r ∘ (X diag r)⁺ y`` with ``r = r̂/‖r̂‖``.
+    Derived in :doc:`/book/multihead_experiment`."""
+    if not isinstance(method, str) or method not in ("gd", "pto"):
+        raise ValueError(f"method must be 'gd' or 'pto', got {method!r}")
+    if method == "gd":
+        return sreg.min_norm_least_squares(X, y)
+    r = sreg.empirical_correlation(X, y)
+    r = r / np.maximum(np.linalg.norm(r, axis=1, keepdims=True), np.finfo(float).tiny)
+    return r * sreg.min_norm_least_squares(np.asarray(X) * r[:, None, :], y)
+
+
+def summary_tasks(config: Config, n: int) -> tuple[sreg.Tasks, sreg.Tasks, np.ndarray]:
+    """The training tasks of the baselines (400), the held-out tasks (``SUMMARY_TASKS``) and their
+    queries at context length ``n``, from ``default_rng([SUMMARY_SEED, n])``.
+    Derived in :doc:`/book/multihead_experiment`."""
+    if not isinstance(config, Config):
+        raise TypeError(f"config must be a Config, got {type(config).__name__}")
+    rng = np.random.default_rng([SUMMARY_SEED, as_positive_int(n, "n")])
+    train = sreg.sample_tasks(400, n, config.d, config.s, config.sigma, rng)
+    test, x_query = eval_tasks(SUMMARY_TASKS, n, config.d, config.s, config.sigma, rng)
+    return train, test, x_query
+
+
+def _interval(per_seed: list[np.ndarray]) -> list[float]:
+    """[mean, 95% half-width]: over the tasks for one seed; over seeds (Student t) for several."""
+    from scipy import stats
+
+    if len(per_seed) == 1:
+        return [float(v) for v in sreg.mean_and_halfwidth(per_seed[0])]
+    means = np.array([r.mean() for r in per_seed])
+    half = stats.t.ppf(0.975, means.size - 1) * means.std(ddof=1) / np.sqrt(means.size)
+    return [float(means.mean()), float(half)]
+
+
+def summarize(
+    models: dict[str, list[tuple[Config, tf.Params]]], n_values: Sequence[int]
+) -> dict[str, Any]:
+    """``{"setting", "excess_risk": {model or baseline: {n: [mean, halfwidth_95]}}, "seeds",
+    "tuned"}`` at each ``n``, every model and baseline on the same held-out tasks
+    (:func:`summary_tasks`); a model is a list of seeds of one architecture and setting.
+    Derived in :doc:`/book/multihead_experiment`."""
+    if not isinstance(models, dict) or not models or not all(isinstance(v, list) and v for v in models.values()):
+        raise ValueError("models must map names to non-empty lists of (config, params)")
+    configs = [c for runs in models.values() for c, _ in runs]
+    first = configs[0]
+    if any((c.d, c.s, c.sigma) != (first.d, first.s, first.sigma) for c in configs):
+        raise ValueError("every model of a summary must share d, s and sigma")
+    n_values = [as_positive_int(n, "n_values entry") for n in n_values]
+    risks: dict[str, dict[str, list[float]]] = {k: {} for k in [*models, *BASELINES]}
+    tuned: dict[str, dict[str, dict[str, float]]] = {k: {} for k in BASELINES}
+    for n in n_values:
+        train, test, x_query = summary_tasks(first, n)
+        for name, runs in models.items():
+            per_seed = [excess_risk_per_task(predict(c, p, test, x_query), test, x_query) for c, p in runs]
+            risks[name][str(n)] = _interval(per_seed)
+        for name, (r, best) in baseline_risks(train, test, first.s).items():
+            risks[name][str(n)] = _interval([r])
+            tuned[name][str(n)] = best
+    return {
+        "setting": {"d": first.d, "s": first.s, "sigma": first.sigma},
+        "excess_risk": risks,
+        "seeds": {name: len(runs) for name, runs in models.items()},
+        "tuned": tuned,
+        "halfwidth": "95% interval of the mean: over held-out tasks for one seed (baselines: ‖ŵ − w*‖²; "
+                     "models: one query per task), over training seeds (Student t) for several",
+        "tasks": {"held_out": SUMMARY_TASKS, "tuning": 400, "seed": SUMMARY_SEED},
+    }
+
+
+def preprocessing_probe(
+    states_train: np.ndarray, tasks_train: sreg.Tasks, xq_train: np.ndarray,
+    states_test: np.ndarray, tasks_test: sreg.Tasks, xq_test: np.ndarray, lam: float = 1e-3,
+) -> np.ndarray:
+    """How much of ``r̂ ∘ x_q`` (``r̂ = (1/n) Σ y_i x_i``, the preprocessing of the construction) a
+    linear probe reads from the query token after each layer: the held-out ``R²`` (L+1,) of ridge
+    probes fitted on ``states_train`` (T, L+1, width), pooled over the ``d`` coordinates.
+    Derived in :doc:`/book/multihead_experiment`."""
+    def target(tasks: sreg.Tasks, xq: np.ndarray) -> np.ndarray:
+        return sreg.empirical_correlation(tasks.X, tasks.y) * xq
+
+    y_train, y_test = target(tasks_train, xq_train), target(tasks_test, xq_test)
+    states_train = as_array(states_train, "states_train", ndim=3, shape=(y_train.shape[0], None, None))
+    states_test = as_array(states_test, "states_test", ndim=3, shape=(y_test.shape[0], *states_train.shape[1:]))
+    r2 = []
+    for l in range(states_train.shape[1]):
+        err = sum(probe_risks(states_train[:, l:l + 1], y_train[:, j], states_test[:, l:l + 1], y_test[:, j],
+                              lam)[0].sum() for j in range(y_train.shape[1]))
+        r2.append(1.0 - err / float(((y_test - y_train.mean(axis=0)) ** 2).sum()))
+    return np.array(r2)
 
 
 # ---- command line -------------------------------------------------------------------------------
