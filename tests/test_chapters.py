@@ -83,8 +83,8 @@ WRONG_FORMS = {
                                "np.einsum('tni,tn->ti', X, y) / (X.shape[1] - 1)"),
     # attention averaged over the n + 1 prompt tokens instead of the n context tokens
     "book/multihead_experiment": ("attend = tf.attention_layer\n"
-                                  "tf.attention_layer = lambda p, Z, attention='linear', head_mask=None: "
-                                  "attend(p, Z, attention, head_mask) * (Z.shape[0] - 1) / Z.shape[0]"),
+                                  "tf.attention_layer = lambda p, Z, attention='linear', head_mask=None, queries=1: "
+                                  "attend(p, Z, attention, head_mask, queries) * (Z.shape[0] - queries) / Z.shape[0]"),
 }
 
 

@@ -208,3 +208,23 @@ def test_save_checkpoint_checks_everything_before_writing(tmp_path: pathlib.Path
     assert list(tmp_path.iterdir()) == []                      # no orphan .npz, no temporary file
     with pytest.raises(ValueError, match="safe file name"):
         mt.load_checkpoint(tmp_path, "../tiny")
+
+
+def test_the_summary_is_written_once_every_run_has_a_checkpoint(tmp_path: pathlib.Path, capsys) -> None:
+    runs = {"defaults": {**TINY, "eval_tasks": 8}, "runs": [{"name": "m_seed0"}, {"name": "m_seed1", "seed": 1}]}
+    config = _write(tmp_path / "sweep.json", runs)
+    out = tmp_path / "out"
+    mt.main(["--config", str(config), "--out", str(out), "--only", "m_seed0", "--summary"])
+    assert not (out / "summary.json").exists()  # runs are missing
+    mt.main(["--config", str(config), "--out", str(out), "--summary"])
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["main"] == "m" and summary["seeds"] == {"m": 2}
+    assert set(summary["excess_risk"]) == {"m", *mt.BASELINES}
+    assert set(summary["excess_risk"]["m"]) == {"2", "4"}  # the trained context lengths
+
+
+def test_runs_group_into_models_by_their_seed_suffix() -> None:
+    configs = [mt.Config(name=n, **TINY) for n in ("h4_seed0", "h4_seed2", "h1_seed0", "solo", "x_seedy")]
+    groups = mt.model_groups(configs)
+    assert {k: [c.name for c in v] for k, v in groups.items()} == {
+        "h4": ["h4_seed0", "h4_seed2"], "h1": ["h1_seed0"], "solo": ["solo"], "x_seedy": ["x_seedy"]}

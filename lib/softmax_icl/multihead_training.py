@@ -71,6 +71,8 @@ __all__ = [
     "baseline_risks",
     "summary_tasks",
     "summarize",
+    "model_groups",
+    "write_summary",
     "steps_limit",
     "preprocessing_probe",
     "main",
@@ -999,6 +1001,30 @@ def summarize(
     }
 
 
+def model_groups(configs: Sequence[Config]) -> dict[str, list[Config]]:
+    """Runs grouped into models: ``<model>_seed<k>`` is seed ``k`` of ``<model>`` (other names are
+    models of one run). Derived in :doc:`/book/multihead_experiment`."""
+    groups: dict[str, list[Config]] = {}
+    for c in configs:
+        base, sep, seed = c.name.rpartition("_seed")
+        groups.setdefault(base if sep and seed.isdigit() else c.name, []).append(c)
+    return groups
+
+
+def write_summary(directory: str | os.PathLike[str], configs: Sequence[Config]) -> pathlib.Path:
+    """Load every run's checkpoint and write :func:`summarize` of the models, at every context
+    length they were trained on, to ``directory/summary.json``; the first model is ``"main"``.
+    Derived in :doc:`/book/multihead_experiment`."""
+    directory = pathlib.Path(directory)
+    groups = model_groups(configs)
+    models = {name: [load_checkpoint(directory, c.name)[:2] for c in runs] for name, runs in groups.items()}
+    n_values = sorted({n for c in configs for n in c.n_values})
+    summary = {"main": next(iter(groups)), **summarize(models, n_values)}
+    path = directory / "summary.json"
+    _atomic_write(path, (json.dumps(summary, indent=1, allow_nan=False) + "\n").encode())
+    return path
+
+
 def preprocessing_probe(
     states_train: np.ndarray, tasks_train: sreg.Tasks, xq_train: np.ndarray,
     states_test: np.ndarray, tasks_test: sreg.Tasks, xq_test: np.ndarray, lam: float = 1e-3,
@@ -1096,6 +1122,8 @@ def main(argv: Iterable[str] | None = None) -> None:
         "--out", default=None, help="output directory (default: the config's directory)"
     )
     parser.add_argument("--only", nargs="+", default=None, help="names of the runs to train")
+    parser.add_argument("--summary", action="store_true",
+                        help="once every run of --config has a checkpoint, write summary.json into --out")
     parser.add_argument("--retrain", action="store_true",
                         help="train runs that already have a valid checkpoint (default: keep and skip them)")
     args = parser.parse_args(None if argv is None else list(argv))
@@ -1129,6 +1157,10 @@ def main(argv: Iterable[str] | None = None) -> None:
             flush=True,
         )
     print(f"total wall time {time.perf_counter() - total:.1f} s")
+    everything = load_configs(args.config)
+    if args.summary and all(finished(out, c) for c in everything):
+        path = write_summary(out, everything)
+        print(f"wrote {path}")
 
 
 if __name__ == "__main__":
