@@ -485,6 +485,8 @@ def build_specs() -> list[Spec]:
     add("sparse_regression.tune_pto", sreg.tune_pto, tl, train=tasks, fractions=fr, K_max=kmax,
         normalize=choice("none", "l2"), split=flag())
     add("sparse_regression.tune_lasso", sreg.tune_lasso, tl, train=tasks, lams=grid, tol=tol)
+    add("sparse_regression.bayes_posterior_mean", sreg.bayes_posterior_mean, tnd, X=X3, y=y2, s=integer(1, "d"),
+        sigma=real(0.05, 1.0, lo_ok=False, bound=0.0))
     add("sparse_regression.mean_and_halfwidth", sreg.mean_and_halfwidth, {"T": (2, 8)}, risks=arr("T"),
         z=real(0.0, 3.0))
     add("sparse_regression.setting_rng", sreg.setting_rng, {}, n=integer(1, 100, huge_ok=True),
@@ -822,6 +824,9 @@ def _multihead_specs(specs: list[Spec], mt: Any, sreg: Any, jax: Any) -> None:
         {"T": (2, 5), "S": (1, 4), "L": (1, 3), "w": (1, 3)}))
     tr = fixed(lambda r, D: sreg.sample_tasks(3, 4, 2, 1, 0.1, r), **{"not Tasks": lambda r, D, t: 3,
                "wrong d": lambda r, D, t: sreg.sample_tasks(3, 4, 3, 1, 0.1, r)})
+    specs.append(Spec("multihead_training.steps_limit", mt.steps_limit, {
+        "X": arr("T", "n", "d"), "y": arr("T", "n"), "method": choice("gd", "pto")},
+        {"T": (1, 4), "n": (1, 6), "d": (1, 5)}))
     specs.append(Spec("multihead_training.risk_by_steps", mt.risk_by_steps, {
         "train": tr, "test": fixed(lambda r, D: sreg.sample_tasks(3, 4, 2, 1, 0.1, r)), "K_max": integer(1, 3),
         "method": choice("GD", "PtO"), "normalize": choice("none", "l2")}, {}))

@@ -270,3 +270,26 @@ def test_fitted_heads_need_d_heads() -> None:
                      name=f"fitted layer, h = {h}")
     assert errors[d] <= 1e-10
     assert min(errors[h] for h in range(1, d)) >= 1e-2
+
+
+def test_attention_over_the_whole_prompt_and_a_score_scale() -> None:
+    """keys_include_queries: the keys and values are every token (the query attends to itself too);
+    score_scale replaces 1/√k. Compared with the formula written out for one head."""
+    rng = np.random.default_rng(0)
+    with jax.enable_x64(True):
+        p = {k: jnp.asarray(rng.standard_normal(sh)) for k, sh in
+             {"W_Q": (1, 3, 2), "W_K": (1, 3, 2), "W_V": (1, 3, 2), "W_O": (1, 2, 3)}.items()}
+        Z = jnp.asarray(rng.standard_normal((5, 3)))
+        for keys, include in ((Z, True), (Z[:-1], False)):
+            scores = (Z @ p["W_Q"][0]) @ (keys @ p["W_K"][0]).T * 0.7
+            want = jax.nn.softmax(scores, axis=-1) @ (keys @ p["W_V"][0]) @ p["W_O"][0]
+            got = tf.attention_layer(p, Z, "softmax", keys_include_queries=include, score_scale=0.7)
+            np.testing.assert_allclose(got, want, rtol=1e-12)
+        linear = tf.attention_layer(p, Z, "linear", keys_include_queries=True)
+        np.testing.assert_allclose(linear, (Z @ p["W_Q"][0]) @ (Z @ p["W_K"][0]).T / 5 @ (Z @ p["W_V"][0])
+                                   @ p["W_O"][0], rtol=1e-12)
+        for bad in (float("nan"), "1", True):
+            with pytest.raises(ValueError, match="score_scale"):
+                tf.attention_layer(p, Z, "softmax", score_scale=bad)
+        with pytest.raises((TypeError, ValueError), match="keys_include_queries"):
+            tf.attention_layer(p, Z, "softmax", keys_include_queries="yes")

@@ -52,6 +52,7 @@ import numpy as np
 import optax
 
 from . import __version__
+from . import transformer as tf
 
 __all__ = [
     "Config",
@@ -541,14 +542,16 @@ def _attention_prediction(
     mask_self: bool = False,
 ) -> jax.Array:
     E = _tokens(A, b, centered)
-    e_q = E[..., -1, :]
+    N, D = E.shape[-2:]
     W = params["W"] if score_labels else params["W"].at[:, -1].set(0.0)
-    scores = jnp.einsum("...i,ij,...kj->...k", e_q, W, E)  # row q of E W Eᵀ
-    if mask_self:
-        scores = scores.at[..., -1].set(-jnp.inf)
-    weights = jax.nn.softmax(scores, axis=-1)
-    values = E @ params["W_V"][:, -1]
-    return (1.0 if centered else 0.0) + e_q[..., -1] + jnp.sum(weights * values, axis=-1)
+    # one head of the library's layer: scores e_t W e_iᵀ (W_Q = W, W_K = I), values e_i W_V[:, -1] written
+    # to the label slot; keys over the whole prompt unless the query's own score is masked
+    head = {"W_Q": W[None], "W_K": jnp.eye(D, dtype=W.dtype)[None], "W_V": params["W_V"][None, :, -1:],
+            "W_O": jnp.eye(D, dtype=W.dtype)[None, -1:]}
+    layer = jax.vmap(lambda Z: tf.attention_layer(head, Z, "softmax", keys_include_queries=not mask_self,
+                                                  score_scale=1.0)[-1, -1])
+    out = layer(E.reshape(-1, N, D)).reshape(E.shape[:-2])
+    return (1.0 if centered else 0.0) + E[..., -1, -1] + out
 
 
 @_x64

@@ -8,6 +8,9 @@ Prompt. Tokens are rows: ``E ∈ R^{(n+K)×D_in}`` holds the context tokens ``(x
 1 unless given). In every layer the keys and values are the ``n`` context tokens only (a query
 attends but is never attended to), so no query's label slot can leak into the context and the
 ``K`` queries of one prompt are ``K`` independent one-query prompts sharing their context.
+:func:`attention_layer` is the one attention implementation of the library: with
+``keys_include_queries`` the keys are every token (the query attends to itself too), which is
+the single layer of :mod:`softmax_icl.attention_vs_gd`.
 
 Attention. Head ``h`` maps the stream ``Z`` (rows ``z_t``) to ``o_t = Σ_i a_{ti} (z_i W_V[h])
 W_O[h]``
@@ -247,10 +250,13 @@ def layer_norm(Z: jax.Array, scale: jax.Array, bias: jax.Array, eps: float = LN_
 
 def attention_layer(
     p: Params, Z: jax.Array, attention: Attention = "linear", head_mask: jax.Array | None = None,
-    queries: int = 1,
+    queries: int = 1, *, keys_include_queries: bool = False, score_scale: float | None = None,
 ) -> jax.Array:
     """Multi-head attention of every token of ``Z`` (N, D) over the context tokens
-    ``Z[:-queries]``; returns the sum over heads (N, D), each head scaled by ``head_mask`` if given.
+    ``Z[:-queries]`` (over all of ``Z`` with ``keys_include_queries``); returns the sum over heads
+    (N, D), each head scaled by ``head_mask`` if given. Softmax scores are multiplied by
+    ``score_scale`` (default ``1/√k``, ``k`` the key dimension); linear weights are the scores
+    divided by the number of keys.
 
     Derived in :doc:`/book/sparse_regression`.
     """
@@ -266,11 +272,15 @@ def attention_layer(
             raise ValueError(f"{key} must have shape {shape}, got {tuple(p[key].shape)}")
     Z = _stream(Z, "Z", (None, D))
     queries = _queries(queries, Z.shape[0])
+    keys_include_queries = as_bool(keys_include_queries, "keys_include_queries")
+    if score_scale is not None and (isinstance(score_scale, bool) or not isinstance(score_scale, int | float)
+                                    or not np.isfinite(score_scale)):
+        raise ValueError(f"score_scale must be None or a finite number, got {score_scale!r}")
     if head_mask is not None:
         mask_shape = tuple(jnp.shape(head_mask))
         if mask_shape != (h,):
             raise ValueError(f"head_mask must have shape ({h},), got {mask_shape}")
-    ctx = Z[:-queries]
+    ctx = Z if keys_include_queries else Z[:-queries]
     n = ctx.shape[0]
     q = jnp.einsum("tD,hDk->htk", Z, p["W_Q"])
     k = jnp.einsum("iD,hDk->hik", ctx, p["W_K"])
@@ -279,7 +289,8 @@ def attention_layer(
     if attention == "linear":
         weights = scores / n
     else:
-        weights = jax.nn.softmax(scores / jnp.sqrt(p["W_Q"].shape[2]), axis=-1)
+        scale = 1 / np.sqrt(p["W_Q"].shape[2]) if score_scale is None else score_scale
+        weights = jax.nn.softmax(scores * scale, axis=-1)
     heads = jnp.einsum("hti,hiv->htv", weights, v)
     if head_mask is not None:
         heads = heads * jnp.asarray(head_mask, dtype=heads.dtype)[:, None, None]
