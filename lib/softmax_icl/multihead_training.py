@@ -121,6 +121,7 @@ class Config:
     eval_n: int = 20  # context length of the recorded evaluation metric
     eval_tasks: int = 2000
     eval_seed: int = 12345
+    init_from: str = ""  # an earlier run of the same file whose final parameters start this one
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _SAFE_NAME.fullmatch(self.name):
@@ -128,6 +129,10 @@ class Config:
                 f"name must be a safe file name (letters, digits, '.', '_', '-', at most 100, not "
                 f"starting with '.'), got {self.name!r}"
             )
+        if not isinstance(self.init_from, str) or (self.init_from and not _SAFE_NAME.fullmatch(self.init_from)):
+            raise ValueError(f"init_from must be '' or the name of a run, got {self.init_from!r}")
+        if self.init_from == self.name:
+            raise ValueError(f"run {self.name!r} cannot start from itself (init_from)")
         for k in _POSITIVE_INTS:
             as_positive_int(getattr(self, k), k)
         for k in ("warmup", "seed", "eval_seed", "d_head"):
@@ -210,6 +215,15 @@ def load_configs(path: str | os.PathLike[str]) -> list[Config]:
     duplicate = sorted({n for n in names if names.count(n) > 1})
     if duplicate:
         raise ValueError(f"{path}: run names must be unique, repeated: {duplicate}")
+    for i, c in enumerate(configs):
+        if c.init_from and c.init_from not in names[:i]:
+            raise ValueError(f"{path}: runs[{i}] ({c.name!r}): init_from must name an earlier run of the file, "
+                             f"got {c.init_from!r}")
+        if c.init_from:
+            parent = configs[names.index(c.init_from)]
+            if _expected_shapes(parent) != _expected_shapes(c) or parent.attention != c.attention:
+                raise ValueError(f"{path}: runs[{i}] ({c.name!r}): init_from {c.init_from!r} has another "
+                                 "architecture")
     return configs
 
 
@@ -360,15 +374,21 @@ def _chunk(params: tf.Params, opt_state: Any, keys: jax.Array, config: Config, s
     return params, opt_state, losses
 
 
-def train(config: Config, progress: Any = None) -> dict[str, Any]:
-    """Train one model: Adam with warm-up and cosine decay, fresh tasks every step; returns
-    ``{"params", "losses" (mean per chunk), "wall_seconds", "steps_per_second", "final_loss"}``.
-    Deterministic for ``config.seed``; a non-finite loss raises :class:`TrainingDiverged`.
-    Derived in :doc:`/book/multihead_experiment`."""
+def train(config: Config, progress: Any = None, start: tf.Params | None = None) -> dict[str, Any]:
+    """Train one model: Adam with warm-up and cosine decay, fresh tasks every step, from a random
+    initialization or from the parameters ``start`` (a continuation: its tasks are a stream of
+    their own); returns ``{"params", "losses" (mean per chunk), "wall_seconds",
+    "steps_per_second", "final_loss"}``. Deterministic for ``config.seed``; a non-finite loss
+    raises :class:`TrainingDiverged`. Derived in :doc:`/book/multihead_experiment`."""
     if not isinstance(config, Config):
         raise TypeError(f"config must be a Config, got {type(config).__name__}")
     key_init, key_data = jax.random.split(jax.random.PRNGKey(config.seed))
-    params = init_model(config, key_init)
+    if start is None:
+        params = init_model(config, key_init)
+    else:
+        _check_flat(_flatten(start), config)
+        params = _cast(start)
+        key_data = jax.random.fold_in(key_data, 1)
     opt_state = _optimizer(config).init(params)
     scale = jnp.asarray(loss_scale(config))
     step_keys = jax.random.split(key_data, config.steps).reshape(-1, config.chunk, 2)
@@ -1053,14 +1073,21 @@ def preprocessing_probe(
 def _run(config: Config, directory: pathlib.Path, config_path: str) -> dict[str, Any]:
     from tqdm import tqdm
 
+    start, origin, total_steps = None, {}, config.steps
+    if config.init_from:
+        parent, start, parent_meta = load_checkpoint(directory, config.init_from, config_path)
+        origin = {"init_from": {"name": parent.name, "digest": parent_meta.get("digest", parent_meta["sha256"])}}
+        total_steps += int(parent_meta.get("total_steps", parent_meta["steps"]))
     with tqdm(total=config.steps, desc=config.name, unit="step") as bar:
-        result = train(config, bar)
+        result = train(config, bar, start)
     risks = evaluate(config, result["params"])
     if not np.all(np.isfinite(risks)):
         raise TrainingDiverged(f"run {config.name!r}: the trained model's predictions are not finite")
     metadata = {
         "seed": config.seed,
         "steps": config.steps,
+        "total_steps": total_steps,
+        **origin,
         "final_loss": result["final_loss"],
         "loss_curve": [float(f"{x:.6g}") for x in result["losses"]],
         "wall_seconds": round(result["wall_seconds"], 2),
@@ -1148,7 +1175,7 @@ def main(argv: Iterable[str] | None = None) -> None:
             continue
         try:
             meta = _run(config, out, args.config)
-        except TrainingDiverged as exc:
+        except (TrainingDiverged, CheckpointError) as exc:
             parser.exit(2, f"{parser.prog}: error: {args.config}: {exc}\n")
         print(
             f"{config.name}: {meta['wall_seconds']:.1f} s, {meta['steps_per_second']:.1f} steps/s, "
