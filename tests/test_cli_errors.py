@@ -57,6 +57,13 @@ BAD_FILES = {
     "NaN": (b'{"defaults": {"sigma": NaN}, "runs": [{"name": "a"}]}', ["NaN"]),
     "huge model": ({"defaults": TINY, "runs": [{"name": "a", "width": 1048576}]}, ["limit"]),
     "defaults not an object": ({"defaults": [1], "runs": [{"name": "a"}]}, ["defaults"]),
+    "init_from unknown": ({"defaults": TINY, "runs": [{"name": "a", "init_from": "z"}]}, ["init_from", "earlier"]),
+    "init_from later": ({"defaults": TINY, "runs": [{"name": "a", "init_from": "b"}, {"name": "b"}]},
+                        ["init_from", "earlier"]),
+    "init_from itself": ({"defaults": TINY, "runs": [{"name": "a", "init_from": "a"}]}, ["itself"]),
+    "init_from path": ({"defaults": TINY, "runs": [{"name": "a", "init_from": "../a"}]}, ["init_from"]),
+    "init_from other width": ({"defaults": TINY, "runs": [{"name": "a"}, {"name": "b", "init_from": "a",
+                                                                          "width": 8}]}, ["architecture"]),
 }
 
 
@@ -228,3 +235,16 @@ def test_runs_group_into_models_by_their_seed_suffix() -> None:
     groups = mt.model_groups(configs)
     assert {k: [c.name for c in v] for k, v in groups.items()} == {
         "h4": ["h4_seed0", "h4_seed2"], "h1": ["h1_seed0"], "solo": ["solo"], "x_seedy": ["x_seedy"]}
+
+
+def test_a_continuation_starts_from_its_parent(tmp_path: pathlib.Path, capsys) -> None:
+    runs = {"defaults": TINY, "runs": [{"name": "a"}, {"name": "b", "init_from": "a", "lr": 1e-9}]}
+    config = _write(tmp_path / "sweep.json", runs)
+    out = tmp_path / "out"
+    _fails(["--config", str(config), "--out", str(out), "--only", "b"], capsys, "missing", "--only a")
+    mt.main(["--config", str(config), "--out", str(out)])
+    _, parent, parent_meta = mt.load_checkpoint(out, "a")
+    _, child, meta = mt.load_checkpoint(out, "b")
+    assert meta["init_from"] == {"name": "a", "digest": parent_meta["digest"]} and meta["total_steps"] == 2
+    for x, y in zip(jax.tree_util.tree_leaves(parent), jax.tree_util.tree_leaves(child), strict=True):
+        np.testing.assert_allclose(x, y, atol=1e-6)  # one step at lr 1e-9 from the parent
