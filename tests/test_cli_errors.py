@@ -242,7 +242,8 @@ def test_a_continuation_starts_from_its_parent(tmp_path: pathlib.Path, capsys) -
     config = _write(tmp_path / "sweep.json", runs)
     out = tmp_path / "out"
     _fails(["--config", str(config), "--out", str(out), "--only", "b"], capsys, "missing", "--only a")
-    mt.main(["--config", str(config), "--out", str(out)])
+    mt.main(["--config", str(config), "--out", str(out), "--summary"])
+    assert json.loads((out / "summary.json").read_text())["main"] == "b"  # the model trained longest
     _, parent, parent_meta = mt.load_checkpoint(out, "a")
     _, child, meta = mt.load_checkpoint(out, "b")
     assert meta["init_from"] == {"name": "a", "digest": parent_meta["digest"]} and meta["total_steps"] == 2

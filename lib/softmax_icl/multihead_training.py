@@ -1033,13 +1033,20 @@ def model_groups(configs: Sequence[Config]) -> dict[str, list[Config]]:
 
 def write_summary(directory: str | os.PathLike[str], configs: Sequence[Config]) -> pathlib.Path:
     """Load every run's checkpoint and write :func:`summarize` of the models, at every context
-    length they were trained on, to ``directory/summary.json``; the first model is ``"main"``.
+    length they were trained on, to ``directory/summary.json``; ``"main"`` is the model trained
+    longest (steps counted through ``init_from``; the first of equals).
     Derived in :doc:`/book/multihead_experiment`."""
     directory = pathlib.Path(directory)
     groups = model_groups(configs)
     models = {name: [load_checkpoint(directory, c.name)[:2] for c in runs] for name, runs in groups.items()}
     n_values = sorted({n for c in configs for n in c.n_values})
-    summary = {"main": next(iter(groups)), **summarize(models, n_values)}
+    by_name = {c.name: c for c in configs}
+
+    def total_steps(c: Config) -> int:
+        return c.steps + (total_steps(by_name[c.init_from]) if c.init_from else 0)
+
+    main = max(groups, key=lambda g: min(total_steps(c) for c in groups[g]))
+    summary = {"main": main, **summarize(models, n_values)}
     path = directory / "summary.json"
     _atomic_write(path, (json.dumps(summary, indent=1, allow_nan=False) + "\n").encode())
     return path
