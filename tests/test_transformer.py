@@ -288,6 +288,9 @@ def test_attention_over_the_whole_prompt_and_a_score_scale() -> None:
         linear = tf.attention_layer(p, Z, "linear", keys_include_queries=True)
         np.testing.assert_allclose(linear, (Z @ p["W_Q"][0]) @ (Z @ p["W_K"][0]).T / 5 @ (Z @ p["W_V"][0])
                                    @ p["W_O"][0], rtol=1e-12)
+        only = tf.attention_layer(p, Z, "softmax", queries=2, keys_include_queries=True, queries_only=True)
+        np.testing.assert_allclose(only, tf.attention_layer(p, Z, "softmax", queries=2,
+                                                            keys_include_queries=True)[-2:], rtol=1e-12)
         for bad in (float("nan"), "1", True):
             with pytest.raises(ValueError, match="score_scale"):
                 tf.attention_layer(p, Z, "softmax", score_scale=bad)

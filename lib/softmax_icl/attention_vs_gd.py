@@ -549,7 +549,7 @@ def _attention_prediction(
     head = {"W_Q": W[None], "W_K": jnp.eye(D, dtype=W.dtype)[None], "W_V": params["W_V"][None, :, -1:],
             "W_O": jnp.eye(D, dtype=W.dtype)[None, -1:]}
     layer = jax.vmap(lambda Z: tf.attention_layer(head, Z, "softmax", keys_include_queries=not mask_self,
-                                                  score_scale=1.0)[-1, -1])
+                                                  score_scale=1.0, queries_only=True)[0, -1])
     out = layer(E.reshape(-1, N, D)).reshape(E.shape[:-2])
     return (1.0 if centered else 0.0) + E[..., -1, -1] + out
 

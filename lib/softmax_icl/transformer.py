@@ -251,12 +251,14 @@ def layer_norm(Z: jax.Array, scale: jax.Array, bias: jax.Array, eps: float = LN_
 def attention_layer(
     p: Params, Z: jax.Array, attention: Attention = "linear", head_mask: jax.Array | None = None,
     queries: int = 1, *, keys_include_queries: bool = False, score_scale: float | None = None,
+    queries_only: bool = False,
 ) -> jax.Array:
     """Multi-head attention of every token of ``Z`` (N, D) over the context tokens
     ``Z[:-queries]`` (over all of ``Z`` with ``keys_include_queries``); returns the sum over heads
     (N, D), each head scaled by ``head_mask`` if given. Softmax scores are multiplied by
     ``score_scale`` (default ``1/√k``, ``k`` the key dimension); linear weights are the scores
-    divided by the number of keys.
+    divided by the number of keys. ``queries_only`` returns the outputs of the query tokens
+    only (queries, D), computing nothing for the others.
 
     Derived in :doc:`/book/sparse_regression`.
     """
@@ -273,6 +275,7 @@ def attention_layer(
     Z = _stream(Z, "Z", (None, D))
     queries = _queries(queries, Z.shape[0])
     keys_include_queries = as_bool(keys_include_queries, "keys_include_queries")
+    queries_only = as_bool(queries_only, "queries_only")
     if score_scale is not None and (isinstance(score_scale, bool) or not isinstance(score_scale, int | float)
                                     or not np.isfinite(score_scale)):
         raise ValueError(f"score_scale must be None or a finite number, got {score_scale!r}")
@@ -282,7 +285,7 @@ def attention_layer(
             raise ValueError(f"head_mask must have shape ({h},), got {mask_shape}")
     ctx = Z if keys_include_queries else Z[:-queries]
     n = ctx.shape[0]
-    q = jnp.einsum("tD,hDk->htk", Z, p["W_Q"])
+    q = jnp.einsum("tD,hDk->htk", Z[-queries:] if queries_only else Z, p["W_Q"])
     k = jnp.einsum("iD,hDk->hik", ctx, p["W_K"])
     v = jnp.einsum("iD,hDv->hiv", ctx, p["W_V"])
     scores = jnp.einsum("htk,hik->hti", q, k)
