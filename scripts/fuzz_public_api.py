@@ -464,6 +464,8 @@ def build_specs() -> list[Spec]:
     add("sparse_regression.preconditioned_gradient_descent", sreg.preconditioned_gradient_descent, tnd, X=X3,
         y=y2, P_diag=arr("T", "d"), eta=real(0.0, 0.1), K=K)
     tn2 = {"T": (1, 4), "n": (2, 6), "d": (1, 5)}
+    add("sparse_regression.preprocessing_weights", sreg.preprocessing_weights, tnd, X=X3, y=y2,
+        normalize=choice("none", "l2"))
     add("sparse_regression.preprocess_then_optimize", sreg.preprocess_then_optimize, tn2, X=X3, y=y2,
         eta=real(0.0, 0.1), K=K, normalize=choice("none", "l2"), split=flag())
     tol = real(1e-10, 1e-6, bound=1e-15)

@@ -291,7 +291,8 @@ def test_steps_limit_is_the_end_of_gradient_descent() -> None:
     # PtO: r ∘ u with u the minimum-norm solution of the reweighted normal equations
     w = mt.steps_limit(tasks.X, tasks.y, "pto")
     r = sreg.empirical_correlation(tasks.X, tasks.y)
-    r /= np.linalg.norm(r, axis=1, keepdims=True)
+    r /= np.linalg.norm(r, axis=1, keepdims=True)  # written out: the test checks the library's weights
+    np.testing.assert_allclose(sreg.preprocessing_weights(tasks.X, tasks.y, "l2"), r, rtol=1e-12)
     u = w / r
     Xt = tasks.X * r[:, None, :]
     np.testing.assert_allclose(np.einsum("tnd,tn->td", Xt, np.einsum("tnd,td->tn", Xt, u) - tasks.y), 0,

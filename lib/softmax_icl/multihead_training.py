@@ -958,8 +958,7 @@ def steps_limit(X: np.ndarray, y: np.ndarray, method: str) -> np.ndarray:
         raise ValueError(f"method must be 'gd' or 'pto', got {method!r}")
     if method == "gd":
         return sreg.min_norm_least_squares(X, y)
-    r = sreg.empirical_correlation(X, y)
-    r = r / np.maximum(np.linalg.norm(r, axis=1, keepdims=True), np.finfo(float).tiny)
+    r = sreg.preprocessing_weights(X, y, "l2")
     return r * sreg.min_norm_least_squares(np.asarray(X) * r[:, None, :], y)
 
 

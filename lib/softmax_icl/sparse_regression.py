@@ -31,6 +31,7 @@ __all__ = [
     "bayes_posterior_mean",
     "gradient_descent",
     "preprocess_then_optimize",
+    "preprocessing_weights",
     "preconditioned_gradient_descent",
     "lasso",
     "lasso_path",
@@ -284,6 +285,21 @@ def preconditioned_gradient_descent(
     return w
 
 
+def preprocessing_weights(X: object, y: object, normalize: Normalize = "none") -> np.ndarray:
+    """The reweighting ``r̂ = (1/n) Σ_i y_i x_i`` of preprocess-then-optimize, (T, d), or
+    ``r̂/‖r̂‖`` with ``normalize='l2'`` (a zero ``r̂`` stays zero).
+
+    Derived in :doc:`/book/sparse_regression`.
+    """
+    if not isinstance(normalize, str) or normalize not in ("none", "l2"):
+        raise ValueError(f"normalize must be 'none' or 'l2', got {normalize!r}")
+    r = empirical_correlation(X, y)
+    if normalize == "l2":
+        norm = np.linalg.norm(r, axis=1, keepdims=True)
+        r = r / np.where(norm > 0, norm, 1.0)
+    return r
+
+
 def _pto_setup(X: np.ndarray, y: np.ndarray, normalize: str, split: bool):
     """Weights ``r`` (T, d) and the Gram pair of the reweighted optimization tokens."""
     if not isinstance(normalize, str) or normalize not in ("none", "l2"):
@@ -294,14 +310,11 @@ def _pto_setup(X: np.ndarray, y: np.ndarray, normalize: str, split: bool):
         if n < 2:
             raise ValueError("split=True needs at least 2 context tokens")
         m = n // 2
-        r = np.einsum("tni,tn->ti", X[:, :m], y[:, :m]) / m
+        r = preprocessing_weights(X[:, :m], y[:, :m], normalize)
         X_opt, y_opt = X[:, m:], y[:, m:]
     else:
-        r = np.einsum("tni,tn->ti", X, y) / n
+        r = preprocessing_weights(X, y, normalize)
         X_opt, y_opt = X, y
-    if normalize == "l2":
-        norm = np.linalg.norm(r, axis=1, keepdims=True)
-        r = r / np.where(norm > 0, norm, 1.0)
     G, c = gram(X_opt, y_opt)
     G_tilde = r[:, :, None] * G * r[:, None, :]
     return r, G_tilde, r * c
