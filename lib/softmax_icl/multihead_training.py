@@ -989,8 +989,9 @@ def summarize(
     models: dict[str, list[tuple[Config, tf.Params]]], n_values: Sequence[int]
 ) -> dict[str, Any]:
     """``{"setting", "excess_risk": {model or baseline: {n: [mean, halfwidth_95]}}, "seeds",
-    "tuned"}`` at each ``n``, every model and baseline on the same held-out tasks
-    (:func:`summary_tasks`); a model is a list of seeds of one architecture and setting.
+    "runs": {run: {n: mean}}, "tuned"}`` at each ``n``, every model and baseline on the same
+    held-out tasks (:func:`summary_tasks`); a model is a list of seeds (runs, each with its own
+    name) of one architecture and setting.
     Derived in :doc:`/book/multihead_experiment`."""
     if not isinstance(models, dict) or not models or not all(isinstance(v, list) and v for v in models.values()):
         raise ValueError("models must map names to non-empty lists of (config, params)")
@@ -999,13 +1000,19 @@ def summarize(
     if any((c.d, c.s, c.sigma) != (first.d, first.s, first.sigma) for c in configs):
         raise ValueError("every model of a summary must share d, s and sigma")
     n_values = [as_positive_int(n, "n_values entry") for n in n_values]
+    names = [c.name for c in configs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"every run of a summary needs its own name, got {names}")
     risks: dict[str, dict[str, list[float]]] = {k: {} for k in [*models, *BASELINES]}
     tuned: dict[str, dict[str, dict[str, float]]] = {k: {} for k in BASELINES}
+    per_run: dict[str, dict[str, float]] = {name: {} for name in names}
     for n in n_values:
         train, test, x_query = summary_tasks(first, n)
         for name, runs in models.items():
             per_seed = [excess_risk_per_task(predict(c, p, test, x_query), test, x_query) for c, p in runs]
             risks[name][str(n)] = _interval(per_seed)
+            for (c, _), r in zip(runs, per_seed, strict=True):
+                per_run[c.name][str(n)] = float(r.mean())
         for name, (r, best) in baseline_risks(train, test, first.s).items():
             risks[name][str(n)] = _interval([r])
             tuned[name][str(n)] = best
@@ -1013,6 +1020,7 @@ def summarize(
         "setting": {"d": first.d, "s": first.s, "sigma": first.sigma},
         "excess_risk": risks,
         "seeds": {name: len(runs) for name, runs in models.items()},
+        "runs": per_run,
         "tuned": tuned,
         "halfwidth": "95% interval of the mean: over held-out tasks for one seed (baselines: ‖ŵ − w*‖²; "
                      "models: one query per task), over training seeds (Student t) for several",
