@@ -908,7 +908,7 @@ def risk_by_steps(
 
 RIDGE_GRID = np.r_[0.0, np.geomspace(1e-5, 10.0, 31)]  # λ = 0 is least squares (X⁺y)
 LASSO_GRID = np.geomspace(1e-4, 1.0, 25)
-STEPS_MAX = 3000  # K of GD and PtO: large enough that the tuned K is never the last one
+STEPS_MAX = 3000  # the largest K of GD and PtO tuned (the K → ∞ limit is a further candidate)
 BASELINES = ("ridge", "lasso", "bayes", "gd", "pto")
 SUMMARY_TASKS = 2000
 SUMMARY_SEED = 7
