@@ -1038,6 +1038,12 @@ def model_groups(configs: Sequence[Config]) -> dict[str, list[Config]]:
     return groups
 
 
+def _total_steps(meta: dict[str, Any]) -> int:
+    """Steps of a checkpoint counted through ``init_from`` (first stages written before
+    ``total_steps`` was recorded have only ``steps``)."""
+    return int(meta.get("total_steps", meta["steps"]))
+
+
 def write_summary(directory: str | os.PathLike[str], configs: Sequence[Config]) -> pathlib.Path:
     """Load every run's checkpoint and write :func:`summarize` of the models, at every context
     length they were trained on, to ``directory/summary.json``; ``"main"`` is the model trained
@@ -1045,14 +1051,11 @@ def write_summary(directory: str | os.PathLike[str], configs: Sequence[Config]) 
     Derived in :doc:`/book/multihead_experiment`."""
     directory = pathlib.Path(directory)
     groups = model_groups(configs)
-    models = {name: [load_checkpoint(directory, c.name)[:2] for c in runs] for name, runs in groups.items()}
+    loaded = {name: [load_checkpoint(directory, c.name) for c in runs] for name, runs in groups.items()}
     n_values = sorted({n for c in configs for n in c.n_values})
-    by_name = {c.name: c for c in configs}
-
-    def total_steps(c: Config) -> int:
-        return c.steps + (total_steps(by_name[c.init_from]) if c.init_from else 0)
-
-    main = max(groups, key=lambda g: min(total_steps(c) for c in groups[g]))
+    steps = {name: min(_total_steps(meta) for _, _, meta in runs) for name, runs in loaded.items()}
+    main = max(groups, key=steps.__getitem__)
+    models = {name: [(c, p) for c, p, _ in runs] for name, runs in loaded.items()}
     summary = {"main": main, **summarize(models, n_values)}
     path = directory / "summary.json"
     _atomic_write(path, (json.dumps(summary, indent=1, allow_nan=False) + "\n").encode())
@@ -1091,7 +1094,7 @@ def _run(config: Config, directory: pathlib.Path, config_path: str) -> dict[str,
     if config.init_from:
         parent, start, parent_meta = load_checkpoint(directory, config.init_from, config_path)
         origin = {"init_from": {"name": parent.name, "digest": parent_meta.get("digest", parent_meta["sha256"])}}
-        total_steps += int(parent_meta.get("total_steps", parent_meta["steps"]))
+        total_steps += _total_steps(parent_meta)
     with tqdm(total=config.steps, desc=config.name, unit="step") as bar:
         result = train(config, bar, start)
     risks = evaluate(config, result["params"])
